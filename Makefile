@@ -1,0 +1,16 @@
+# Two entry points: `make quickstart` (the whole pipeline on the embedded default corpus)
+# and `make test` (the test suite). Both install the package first.
+PYTHON ?= python3
+.PHONY: install quickstart test lint bench
+
+install:
+	PYTHON=$(PYTHON) bash scripts/install.sh
+
+quickstart: install
+	atmorep quickstart
+
+test: install
+	$(PYTHON) -m pytest -q
+
+lint:
+	ruff check .

@@ -1,0 +1,183 @@
+"""The batch: the data contract between sampling, the model, training and inference.
+
+A :class:`Batch` holds one tensor per field, shape ``[B, L, T, H, W]`` (B samples, L levels of that
+field, T time steps, H latitudes, W longitudes), and a :class:`BatchMetadata` that says where and
+when every sample lies. Both are validated on construction; everything downstream trusts them.
+Methods are pure: they return a new batch.
+
+Conventions (the same as the prepared store, see ``atmorep.data.conventions``):
+    * latitude ascending (south to north), degrees north, in [-90, 90];
+    * longitude in [0, 360), degrees east; a box may wrap past 360, so per sample the longitudes
+      are increasing when unwrapped (``longitude[b, i + 1] - longitude[b, i] > 0 (mod 360)``);
+    * time as int64 seconds since 1970-01-01T00:00 UTC, increasing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from atmorep.fields import LevelKind
+
+EPOCH = np.datetime64("1970-01-01T00:00:00", "s")
+
+
+class BatchError(ValueError):
+    """A batch or its metadata violates the data contract."""
+
+
+@dataclass(frozen=True)
+class BatchMetadata:
+    """Where and when the samples of a batch lie.
+
+    Attributes:
+        time: ``[B, T]`` int64, seconds since 1970-01-01 UTC, increasing along T.
+        latitude: ``[B, H]`` float64 degrees north, ascending.
+        longitude: ``[B, W]`` float64 degrees east in [0, 360), increasing modulo 360.
+        levels: per field, the level values of its ``L`` axis (``(0.0,)`` for surface fields).
+        level_kind: the vertical coordinate of the level fields.
+        resolution: grid spacing in degrees (latitude spacing of the source grid).
+    """
+
+    time: torch.Tensor
+    latitude: torch.Tensor
+    longitude: torch.Tensor
+    levels: Mapping[str, tuple[float, ...]]
+    level_kind: LevelKind = LevelKind.PRESSURE
+    resolution: float = 0.25
+
+    def __post_init__(self) -> None:
+        b = self.time.shape[0]
+        if self.time.ndim != 2 or self.time.dtype != torch.int64:
+            raise BatchError(f"metadata.time must be int64 [B, T], got {self.time.dtype} {tuple(self.time.shape)}")
+        for name in ("latitude", "longitude"):
+            value = getattr(self, name)
+            if value.ndim != 2 or value.shape[0] != b:
+                raise BatchError(f"metadata.{name} must be [B={b}, ...], got {tuple(value.shape)}")
+        if self.time.shape[1] > 1 and not bool((self.time.diff(dim=1) > 0).all()):
+            raise BatchError("metadata.time must increase along the time axis")
+        lat = self.latitude
+        if not bool(((lat >= -90) & (lat <= 90)).all()):
+            raise BatchError("metadata.latitude must lie in [-90, 90]")
+        if lat.shape[1] > 1 and not bool((lat.diff(dim=1) > 0).all()):
+            raise BatchError("metadata.latitude must be ascending (south to north)")
+        lon = self.longitude
+        if not bool(((lon >= 0) & (lon < 360)).all()):
+            raise BatchError("metadata.longitude must lie in [0, 360)")
+        if lon.shape[1] > 1 and not bool((torch.remainder(lon.diff(dim=1), 360.0) > 0).all()):
+            raise BatchError("metadata.longitude must increase (modulo 360) along the box")
+        if self.resolution <= 0:
+            raise BatchError(f"metadata.resolution must be positive, got {self.resolution}")
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.time.shape[0])
+
+    def datetimes(self) -> np.ndarray:
+        """``[B, T]`` numpy datetime64[s] of the time axis."""
+        return EPOCH + self.time.cpu().numpy().astype("timedelta64[s]")
+
+    def select(self, index: torch.Tensor | slice) -> BatchMetadata:
+        """The metadata of a subset of the samples."""
+        return replace(self, time=self.time[index], latitude=self.latitude[index],
+                       longitude=self.longitude[index])
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Per-field tensors ``[B, L, T, H, W]`` with their metadata.
+
+    Attributes:
+        fields: field short name -> tensor ``[B, L, T, H, W]``; all fields share B, T, H, W.
+        metadata: the samples' coordinates.
+        normalised: whether the values are normalised (zero mean, unit std per field and level).
+    """
+
+    fields: Mapping[str, torch.Tensor]
+    metadata: BatchMetadata
+    normalised: bool = True
+    extras: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.fields:
+            raise BatchError("a batch needs at least one field")
+        meta = self.metadata
+        b, t, h, w = meta.batch_size, meta.time.shape[1], meta.latitude.shape[1], meta.longitude.shape[1]
+        for name, value in self.fields.items():
+            if value.ndim != 5:
+                raise BatchError(f"field '{name}' must be [B, L, T, H, W], got shape {tuple(value.shape)}")
+            bb, levels, tt, hh, ww = value.shape
+            if (bb, tt, hh, ww) != (b, t, h, w):
+                raise BatchError(
+                    f"field '{name}' has shape {tuple(value.shape)}, metadata says B={b}, T={t}, H={h}, W={w}")
+            if name not in meta.levels:
+                raise BatchError(f"metadata.levels has no entry for field '{name}'")
+            if len(meta.levels[name]) != levels:
+                raise BatchError(
+                    f"field '{name}' has {levels} levels, metadata lists {len(meta.levels[name])}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.metadata.batch_size
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(self.fields)
+
+    @property
+    def box_shape(self) -> tuple[int, int, int]:
+        """``(T, H, W)`` of the space-time box."""
+        any_field = next(iter(self.fields.values()))
+        return tuple(any_field.shape[2:])  # type: ignore[return-value]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Batch:
+        """Move field tensors (and extras) to a device, optionally casting floating fields."""
+        fields = {k: v.to(device=device, dtype=dtype or v.dtype) for k, v in self.fields.items()}
+        extras = {k: v.to(device=device) for k, v in self.extras.items()}
+        return replace(self, fields=fields, extras=extras)
+
+    def pin_memory(self) -> Batch:
+        """Called by ``DataLoader(pin_memory=True)``."""
+        return replace(self, fields={k: v.pin_memory() for k, v in self.fields.items()})
+
+    def select(self, index: torch.Tensor | slice) -> Batch:
+        """The batch of a subset of the samples."""
+        return replace(self, fields={k: v[index] for k, v in self.fields.items()},
+                       metadata=self.metadata.select(index),
+                       extras={k: v[index] for k, v in self.extras.items()})
+
+    def crop(self, time: slice = slice(None), latitude: slice = slice(None),
+             longitude: slice = slice(None)) -> Batch:
+        """A sub-box: the same samples restricted to index ranges along T, H and W."""
+        fields = {k: v[:, :, time, latitude, longitude] for k, v in self.fields.items()}
+        meta = replace(self.metadata, time=self.metadata.time[:, time],
+                       latitude=self.metadata.latitude[:, latitude],
+                       longitude=self.metadata.longitude[:, longitude])
+        return replace(self, fields=fields, metadata=meta)
+
+    def with_fields(self, fields: Mapping[str, torch.Tensor], normalised: bool | None = None) -> Batch:
+        """The same metadata with other field tensors (e.g. a prediction)."""
+        return replace(self, fields=dict(fields),
+                       normalised=self.normalised if normalised is None else normalised)
+
+    def normalise(self, statistics: "Statistics") -> Batch:  # noqa: F821, UP037
+        """Normalise physical values with per-field, per-level mean and std."""
+        if self.normalised:
+            raise BatchError("batch is already normalised")
+        return self.with_fields(statistics.normalise_fields(self.fields, self.metadata.levels), True)
+
+    def denormalise(self, statistics: "Statistics") -> Batch:  # noqa: F821, UP037
+        """Back to physical units."""
+        if not self.normalised:
+            raise BatchError("batch is not normalised")
+        return self.with_fields(statistics.denormalise_fields(self.fields, self.metadata.levels), False)
+
+    def check_finite(self) -> None:
+        """Raise BatchError naming the first field that holds NaN or inf."""
+        for name, value in self.fields.items():
+            if not bool(torch.isfinite(value).all()):
+                bad = int((~torch.isfinite(value)).sum())
+                raise BatchError(f"field '{name}' holds {bad} non-finite values")
