@@ -20,12 +20,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from atmorep.errors import AtmorepError
 from atmorep.fields import LevelKind
 
 EPOCH = np.datetime64("1970-01-01T00:00:00", "s")
 
 
-class BatchError(ValueError):
+class BatchError(AtmorepError, ValueError):
     """A batch or its metadata violates the data contract."""
 
 

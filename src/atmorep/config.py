@@ -16,8 +16,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from atmorep.errors import AtmorepError
 
-class ConfigError(ValueError):
+
+class ConfigError(AtmorepError, ValueError):
     """A configuration file or override is invalid; the message names the key."""
 
 
@@ -285,3 +287,19 @@ def save_config(config: RunConfig, path: str | Path) -> None:
     from atmorep.io import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+# The paper's configuration: five coupled fields on five model levels at 0.25 degrees.
+PAPER_LEVELS = [96.0, 105.0, 114.0, 123.0, 137.0]
+PAPER_FIELDS = ["vo", "d", "w", "t", "q"]
+
+
+def preset_config(name_or_path: str, overrides: Sequence[str] = ()) -> RunConfig:
+    """A config from a YAML file, or the paper's field set with the model preset ``name``."""
+    if Path(name_or_path).suffix in (".yaml", ".yml") or Path(name_or_path).is_file():
+        return load_config(name_or_path, overrides)
+    fields = [{"name": f, "levels": PAPER_LEVELS, "token_size": [3, 9, 9],
+               "coupled_with": [o for o in PAPER_FIELDS if o != f]} for f in PAPER_FIELDS]
+    data = {"fields": fields, "data": {"box": {"time": 36, "latitude": 54, "longitude": 108}},
+            "model": {"preset": name_or_path}}
+    return resolve_config(data, overrides, source=f"preset '{name_or_path}'")

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from atmorep.errors import AtmorepError
 
-class StatisticsError(KeyError):
+
+class StatisticsError(AtmorepError, KeyError):
     """Statistics are missing for a requested field or level."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain

@@ -14,11 +14,12 @@ import math
 import torch
 
 from atmorep.batch import BatchMetadata
+from atmorep.errors import AtmorepError
 
 ALPHA_NAMES = ("year", "day_of_year", "hour", "level", "latitude", "longitude", "resolution")
 
 
-class TokenError(ValueError):
+class TokenError(AtmorepError, ValueError):
     """A box does not split into whole tokens."""
 
 

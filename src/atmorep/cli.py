@@ -1,0 +1,206 @@
+"""The ``atmorep`` command line: the only place that parses arguments.
+
+Bad input (any :class:`atmorep.errors.AtmorepError`, missing files) is reported on one line on
+stderr with exit status 2 and no traceback; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from atmorep.errors import AtmorepError
+
+app = typer.Typer(help="AtmoRep: a stochastic transformer model of atmospheric dynamics.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Make, prepare, inspect and sample data.", no_args_is_help=True)
+model_app = typer.Typer(help="Inspect models.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(model_app, name="model")
+
+err_console = Console(stderr=True)
+console = Console()
+_state = {"debug": False}
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option(help="Show tracebacks of errors.")] = False,
+         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)])
+    for noisy in ("jax", "absl", "numcodecs", "fsspec", "asyncio", "matplotlib", "cfgrib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def friendly_errors(command):
+    """Turn user-facing errors into one line on stderr and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (AtmorepError, FileNotFoundError, FileExistsError, PermissionError) as error:
+            if _state["debug"]:
+                raise
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _triple(text: str, name: str) -> tuple[int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 1:
+        raise AtmorepError(f"--{name} must be three positive integers 'time,latitude,longitude', got '{text}'")
+    return values  # type: ignore[return-value]
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [v.strip() for v in text.split(",") if v.strip()] if text else None
+
+
+def _floats(text: str | None, name: str) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise AtmorepError(f"--{name} must be comma-separated numbers, got '{text}'") from None
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+@data_app.command("simulate")
+@friendly_errors
+def data_simulate(
+    out: Annotated[Path, typer.Argument(help="Output zarr store of the raw simulation.")],
+    start: Annotated[str, typer.Option(help="First output date (ISO).")] = "2000-01-01",
+    days: Annotated[float, typer.Option(help="Length of the output period in days.")] = 30.0,
+    interval: Annotated[int, typer.Option(help="Output interval in hours.")] = 1,
+    levels: Annotated[str | None, typer.Option(help="Sigma levels, comma-separated (default: all 8).")] = None,
+    spinup_days: Annotated[float, typer.Option(help="Spin-up before the first output.")] = 30.0,
+    seed: Annotated[int, typer.Option(help="Seed of the initial-state perturbation.")] = 0,
+    perturbation: Annotated[float, typer.Option(help="Amplitude of the perturbation.")] = 1e-3,
+    chunk_days: Annotated[float, typer.Option(help="Days per written chunk (resume granularity).")] = 10.0,
+) -> None:
+    """Make the embedded default corpus with the jcm general circulation model (offline)."""
+    from atmorep.data.simulate import SimulationSpec, simulate
+
+    spec_args = dict(start=start, days=days, output_interval_hours=interval, spinup_days=spinup_days,
+                     seed=seed, perturbation=perturbation, chunk_days=chunk_days)
+    parsed = _floats(levels, "levels")
+    if parsed:
+        spec_args["levels"] = tuple(parsed)
+    path = simulate(SimulationSpec(**spec_args), out)
+    console.print(f"simulation written to [bold]{path}[/]")
+
+
+@data_app.command("prepare")
+@friendly_errors
+def data_prepare(
+    sources: Annotated[list[str], typer.Argument(help="Input files/URLs (zarr, netCDF, GRIB), then the output store.")],
+    fields: Annotated[str | None, typer.Option(help="Fields to keep, e.g. t,u,v (default: all known).")] = None,
+    levels: Annotated[str | None, typer.Option(help="Levels to keep (default: all).")] = None,
+    member: Annotated[str | None, typer.Option(help="Ensemble member index, or 'all' to keep them.")] = None,
+    box: Annotated[str, typer.Option(help="Box size time,lat,lon in grid points (sets chunking).")] = "36,54,108",
+    chunk_fraction: Annotated[int, typer.Option(help="Chunks are box / fraction along each axis.")] = 2,
+    local_statistics: Annotated[bool, typer.Option(help="Also per-month local statistics.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output store.")] = False,
+) -> None:
+    """Prepare a store chunked for box sampling, with normalisation statistics: SRC... OUT."""
+    from atmorep.data.prepare import prepare
+
+    if len(sources) < 2:
+        raise AtmorepError("give at least one source and the output store: atmorep data prepare SRC... OUT")
+    *inputs, out = sources
+    chosen_member: int | str | None = member
+    if member is not None and member != "all":
+        if not member.isdigit():
+            raise AtmorepError(f"--member must be an index or 'all', got '{member}'")
+        chosen_member = int(member)
+    path = prepare(inputs, out, fields=_names(fields), levels=_floats(levels, "levels"), member=chosen_member,
+                   box=_triple(box, "box"), chunk_fraction=chunk_fraction, local_statistics=local_statistics, overwrite=overwrite)
+    console.print(f"prepared store written to [bold]{path}[/]")
+    from atmorep.data.describe import describe_store
+
+    console.print(describe_store(path))
+
+
+@data_app.command("stats")
+@friendly_errors
+def data_stats(
+    store: Annotated[Path, typer.Argument(help="A prepared store.")],
+    local_statistics: Annotated[bool, typer.Option(help="Also per-month local statistics.")] = False,
+) -> None:
+    """Recompute the normalisation statistics of a prepared store."""
+    from atmorep.data.describe import describe_store
+    from atmorep.data.prepare import update_statistics
+
+    update_statistics(store, local_statistics=local_statistics)
+    console.print(describe_store(store))
+
+
+@data_app.command("info")
+@friendly_errors
+def data_info(store: Annotated[str, typer.Argument(help="A prepared store.")]) -> None:
+    """Describe a prepared store: fields, levels, period, grid, chunking, statistics."""
+    from atmorep.data.describe import describe_store
+
+    console.print(describe_store(store))
+
+
+@data_app.command("sample")
+@friendly_errors
+def data_sample(
+    stores: Annotated[list[str], typer.Argument(help="Prepared stores.")],
+    fields: Annotated[str | None, typer.Option(help="Fields (default: all of the store).")] = None,
+    box: Annotated[str, typer.Option(help="Box size time,lat,lon in grid points.")] = "12,16,32",
+    boxes_per_window: Annotated[int, typer.Option(help="Boxes drawn per time window.")] = 4,
+    batches: Annotated[int, typer.Option(help="Number of batches to draw.")] = 3,
+    workers: Annotated[int, typer.Option(help="Data-loader worker processes.")] = 0,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Draw batches of boxes and print what they hold (a sampling demonstration)."""
+    from atmorep.data.demo import sample_demo
+
+    console.print(sample_demo(stores, _names(fields), _triple(box, "box"), boxes_per_window, batches, workers,
+                              seed))
+
+
+# ------------------------------------------------------------------------------------------ model
+
+
+@model_app.command("info")
+@friendly_errors
+def model_info(
+    preset: Annotated[str, typer.Argument(help="A preset (tiny, small, base, paper) or a config YAML.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+) -> None:
+    """Print parameter counts and shapes of a model without allocating it (meta device)."""
+    from atmorep.model.info import describe_model
+    from atmorep.config import preset_config
+
+    console.print(describe_model(preset_config(preset, overrides or [])))
+
+
+def run() -> None:  # pragma: no cover - console script entry point for python -m
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

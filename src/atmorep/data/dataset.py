@@ -1,0 +1,145 @@
+"""A PyTorch ``IterableDataset`` of normalised space-time boxes, yielding validated ``Batch`` objects.
+
+Use it with ``DataLoader(dataset, batch_size=None, num_workers=n)``: each item is a whole batch.
+Worker ``w`` of ``n`` produces the global batch indices ``start + w, start + w + n, ...`` (global
+index = epoch * batches_per_epoch + batch), and the data loader returns them in index order, so the stream of batches is the same for any number of
+workers (see ``atmorep.data.sampler`` for the seeding).
+
+NaN policy (``data.nan_policy``): ``"skip"`` (default) discards a box that holds any NaN or inf in
+any field and draws a replacement from the same stream (deterministically), raising a DataError if
+``max_redraws`` boxes in a row are bad; ``"error"`` raises at the first bad box. Batches therefore
+never hold NaN. The number of skipped boxes is counted in ``Batch.extras["skipped_boxes"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from atmorep.batch import EPOCH, Batch, BatchMetadata
+from atmorep.config import DataConfig, FieldConfig
+from atmorep.data.sampler import BoxSampler, SampledBox
+from atmorep.data.statistics import Statistics
+from atmorep.data.store import Store
+from atmorep.errors import DataError
+
+
+@dataclass
+class SamplerState:
+    """Where a stream stands: the next batch index of an epoch. Saved in training checkpoints."""
+
+    epoch: int = 0
+    next_batch: int = 0
+
+    def advance(self, batches: int, batches_per_epoch: int) -> None:
+        total = self.next_batch + batches
+        self.epoch += total // batches_per_epoch
+        self.next_batch = total % batches_per_epoch
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "next_batch": self.next_batch}
+
+
+class BoxDataset(IterableDataset):
+    """Boxes of the given fields from prepared stores, normalised with the stores' (or given) statistics.
+
+    Args:
+        paths: prepared stores.
+        fields: field configurations (name and levels are used here).
+        data: box size, boxes per window, windows per batch, NaN policy, epoch length.
+        seed: stream seed. rank: the distributed rank (its own stream).
+        state: where to start (epoch and batch index).
+        statistics: normalisation statistics (default: those of the first store).
+    """
+
+    def __init__(self, paths: Sequence[str], fields: Sequence[FieldConfig], data: DataConfig, *,
+                 seed: int = 0, rank: int = 0, state: SamplerState | None = None,
+                 statistics: Statistics | None = None):
+        super().__init__()
+        self.stores = [Store(p) for p in paths]
+        self.fields = list(fields)
+        self.data = data
+        self.state = state or SamplerState()
+        self.statistics = statistics or self.stores[0].statistics
+        self.sampler = BoxSampler(self.stores, data.box.shape, boxes_per_window=data.boxes_per_window,
+                                  windows_per_batch=data.windows_per_batch, time_step=data.time_step,
+                                  seed=seed, rank=rank)
+        self.level_index = [{f.name: s.level_indices(f.name, f.levels) for f in self.fields} for s in self.stores]
+        self.levels = {f.name: tuple(self.stores[0].field_levels(f.name)[i] for i in self.level_index[0][f.name])
+                       for f in self.fields}
+        self._scales = self._normalisation()
+
+    def _normalisation(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        scales = {}
+        for f in self.fields:
+            mean, std = self.statistics[f.name].select(self.levels[f.name], f.name)
+            shape = (-1, 1, 1, 1)  # broadcast over [L, T, H, W]
+            scales[f.name] = (mean.reshape(shape).astype(np.float32), std.reshape(shape).astype(np.float32))
+        return scales
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        per_epoch = self.data.batches_per_epoch
+        index = self.state.epoch * per_epoch + self.state.next_batch + worker  # global batch index
+        while True:
+            yield self.make_batch(*divmod(index, per_epoch))
+            index += workers
+
+    def make_batch(self, epoch: int, batch: int) -> Batch:
+        """Batch ``batch`` of epoch ``epoch`` (deterministic)."""
+        rng = self.sampler.generator(epoch, batch)
+        boxes, values, skipped = [], {f.name: [] for f in self.fields}, 0
+        for box in self.sampler.iter_batch(rng):
+            for attempt in range(self.data.max_redraws + 1):
+                read = self._read(box)
+                if read is not None:
+                    break
+                if self.data.nan_policy == "error" or attempt == self.data.max_redraws:
+                    raise DataError(f"store '{self.stores[box.store].path}': box at time index {box.index.time}, "
+                                    f"latitude row {box.index.latitude}, longitude column {box.index.longitude} "
+                                    f"holds NaN (nan_policy={self.data.nan_policy}, {attempt} redraws)")
+                skipped += 1
+                box = self.sampler.draw_box(rng, box.store, box.index.member, box.index.time)
+            boxes.append(box)
+            for name, value in read.items():
+                values[name].append(value)
+        fields = {name: torch.from_numpy(np.stack(v)) for name, v in values.items()}  # [B, L, T, H, W]
+        return Batch(fields, self._metadata(boxes), normalised=True,
+                     extras={"skipped_boxes": torch.full((len(boxes),), skipped, dtype=torch.int64)})
+
+    def _read(self, box: SampledBox) -> dict[str, np.ndarray] | None:
+        """Normalised ``[L, T, H, W]`` per field, or None if any value is not finite."""
+        store = self.stores[box.store]
+        out = {}
+        for f in self.fields:
+            raw = store.read_box(f.name, box.index, self.data.box.shape, self.data.time_step,
+                                 self.level_index[box.store][f.name])
+            if not np.isfinite(raw).all():
+                return None
+            mean, std = self._scales[f.name]
+            out[f.name] = (raw - mean) / std
+        return out
+
+    def _metadata(self, boxes: list[SampledBox]) -> BatchMetadata:
+        times, lats, lons = [], [], []
+        for box in boxes:
+            time, lat, lon = self.stores[box.store].box_coordinates(box.index, self.data.box.shape,
+                                                                    self.data.time_step)
+            times.append((time - EPOCH).astype(np.int64))
+            lats.append(lat)
+            lons.append(lon)
+        store = self.stores[0]
+        return BatchMetadata(time=torch.from_numpy(np.stack(times)), latitude=torch.from_numpy(np.stack(lats)),
+                             longitude=torch.from_numpy(np.stack(lons)), levels=self.levels,
+                             level_kind=store.level_kind, resolution=store.resolution)
+
+
+def make_loader(dataset: BoxDataset, num_workers: int = 0) -> DataLoader:
+    """A data loader that passes whole batches through (``batch_size=None``)."""
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers,
+                      persistent_workers=num_workers > 0, prefetch_factor=2 if num_workers > 0 else None)

@@ -1,0 +1,162 @@
+"""Prepare a store: any supported input to a zarr store chunked for box sampling, with statistics.
+
+``prepare`` reads the sources lazily (``atmorep.data.sources.open_dataset``), maps them to the
+internal convention, rechunks to a chunk shape derived from the box size (not the source's chunks),
+writes a zarr store with consolidated metadata and CF attributes to a hidden temporary path,
+computes normalisation statistics and a NaN report on the written data (out of core, dask), and
+only then renames the store into place. An interrupted prepare leaves no store that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from zarr.codecs import BloscCodec
+
+from atmorep.data.stats import compute_local_statistics, compute_statistics, nan_report
+from atmorep.data.store import STORE_FORMAT, Store
+from atmorep.errors import DataError
+from atmorep.fields import field_spec
+from atmorep.io import atomic_directory
+
+log = logging.getLogger(__name__)
+
+TIME_UNITS = "seconds since 1970-01-01 00:00:00"
+# fast to decode: zarr's cost per chunk, not decompression, should bound the sampling speed
+COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+
+
+def chunk_shape(box: Sequence[int], grid: Sequence[int], fraction: int = 2) -> tuple[int, int, int]:
+    """Chunk sizes ``(time, latitude, longitude)`` for sampling boxes of shape ``box``.
+
+    A box of size ``b`` along an axis chunked by ``c = b / fraction`` reads on average
+    ``b + c - 1`` points: ``fraction=2`` reads about 1.5x the box per axis (3.4x in all) in few
+    chunks, ``fraction=4`` about 1.25x per axis (1.95x in all) in 8x as many chunks. zarr's cost
+    per chunk dominates at these sizes, so the default favours fewer chunks; docs/benchmarks.md
+    gives the measured trade-off.
+    """
+    return tuple(max(1, min(n, math.ceil(b / fraction))) for b, n in zip(box, grid))  # type: ignore[return-value]
+
+
+def prepare(sources: Sequence[str | Path], out: str | Path, *, fields: Sequence[str] | None = None,
+            levels: Sequence[float] | None = None, member: int | str | None = None,
+            box: Sequence[int] = (36, 54, 108), chunk_fraction: int = 2, local_statistics: bool = False,
+            overwrite: bool = False) -> Path:
+    """Write a prepared store from one or more source files or URLs.
+
+    Args:
+        sources: input paths/URLs (zarr, netCDF, GRIB; several files are concatenated along time).
+        out: path of the store to write.
+        fields: short names to keep (all known fields when None).
+        levels: level values to keep (all when None).
+        member: ensemble member to select, or "all" to keep a member dimension.
+        box: ``(T, H, W)`` box size in grid points the store will be sampled with (sets chunking).
+        chunk_fraction: chunks are ``box / chunk_fraction`` along each axis (see :func:`chunk_shape`).
+        local_statistics: also compute per-month, per-grid-point mean and std.
+        overwrite: replace an existing store.
+
+    Returns:
+        The path of the complete store.
+    """
+    from atmorep.data.sources import open_dataset
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise DataError(f"output store '{out}' already exists (use --overwrite to replace it)")
+    ds = open_dataset([str(s) for s in sources], fields=fields, levels=levels, member=member)
+    return prepare_dataset(ds, out, box=box, chunk_fraction=chunk_fraction, local_statistics=local_statistics,
+                           overwrite=overwrite, origin=", ".join(map(str, sources)))
+
+
+def prepare_dataset(ds: xr.Dataset, out: str | Path, *, box: Sequence[int] = (36, 54, 108),
+                    chunk_fraction: int = 2, local_statistics: bool = False, overwrite: bool = False,
+                    origin: str = "<dataset>") -> Path:
+    """Write a prepared store from a dataset already in the internal convention (see :func:`prepare`)."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise DataError(f"output store '{out}' already exists (use --overwrite to replace it)")
+    ds = _check_fits(ds, box, origin=origin)
+    chunks = chunk_shape(box, (ds.sizes["time"], ds.sizes["latitude"], ds.sizes["longitude"]), chunk_fraction)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        _write(ds, tmp, chunks)
+        written = xr.open_zarr(tmp, consolidated=True)
+        statistics = compute_statistics(written)
+        report = nan_report(written)
+        attrs = {"atmorep_statistics": json.dumps(statistics.to_dict()),
+                 "atmorep_nan_report": json.dumps(report), "atmorep_sources": origin}
+        if local_statistics:
+            compute_local_statistics(written).to_zarr(tmp, group="local_statistics", mode="w",
+                                                      consolidated=False, zarr_format=3)
+        _finalise(tmp, attrs)
+    for name, entry in report.items():
+        log.warning("field '%s' holds NaN: %.3g of its values (%s); boxes with NaN are skipped when "
+                    "sampling (data.nan_policy)", name, entry["fraction"], entry["where"])
+    return out
+
+
+def _check_fits(ds: xr.Dataset, box: Sequence[int], origin: str) -> xr.Dataset:
+    grid = {"time": ds.sizes["time"], "latitude": ds.sizes["latitude"], "longitude": ds.sizes["longitude"]}
+    for (axis, size), b in zip(grid.items(), box):
+        if b > size:
+            raise DataError(f"{origin}: box {axis} size {b} does not fit the data's {axis} size {size}")
+    if not ds.data_vars:
+        raise DataError(f"{origin}: no known fields found")
+    return ds
+
+
+def _write(ds: xr.Dataset, path: Path, chunks: tuple[int, int, int]) -> None:
+    """Write the dataset chunked for sampling: all levels of a field in one chunk."""
+    sizes = {"time": chunks[0], "latitude": chunks[1], "longitude": chunks[2], "level": -1, "member": 1}
+    encoding = {}
+    variables = {}
+    for name, var in ds.data_vars.items():
+        target = {dim: sizes[dim] for dim in var.dims}
+        var = var.astype(np.float32).chunk(target)
+        spec = field_spec(str(name))
+        var.attrs = {"units": spec.units, "long_name": spec.long_name.replace("_", " "),
+                     "standard_name": spec.standard_name, **var.attrs}
+        encoding[name] = {"chunks": tuple(var.chunks[i][0] for i in range(var.ndim)), "compressors": (COMPRESSOR,)}
+        var.encoding = {}
+        variables[name] = var
+    out = xr.Dataset(variables, coords={k: v for k, v in ds.coords.items() if k in ds.dims}, attrs=ds.attrs)
+    for coord in out.coords.values():
+        coord.encoding = {}
+    encoding["time"] = {"units": TIME_UNITS, "dtype": "int64", "calendar": "proleptic_gregorian"}
+    out.to_zarr(path, mode="w", encoding=encoding, consolidated=True, zarr_format=3)
+
+
+def _finalise(path: Path, attrs: dict) -> None:
+    """Add the store attributes that mark it complete, and reconsolidate metadata."""
+    import zarr
+
+    group = zarr.open_group(path, mode="r+")
+    fields = [name for name, array in group.arrays() if name not in ("time", "level", "latitude", "longitude",
+                                                                     "member")]
+    level_kind = group["level"].attrs.get("level_kind", "pressure") if "level" in group else "surface"
+    members = group["member"].shape[0] if "member" in group else 1
+    group.attrs.update({**attrs, "atmorep_fields": sorted(fields), "atmorep_level_kind": level_kind,
+                        "atmorep_members": int(members), "atmorep_format": STORE_FORMAT,
+                        "Conventions": "CF-1.8"})
+    zarr.consolidate_metadata(path)
+
+
+def update_statistics(path: str | Path, local_statistics: bool = False) -> Path:
+    """Recompute and store the statistics of an existing store (``atmorep data stats``)."""
+    import zarr
+
+    store = Store(path)  # validates that it is a complete store
+    ds = xr.open_zarr(store.path, consolidated=True)
+    statistics = compute_statistics(ds)
+    if local_statistics:
+        compute_local_statistics(ds).to_zarr(store.path, group="local_statistics", mode="w",
+                                             consolidated=False, zarr_format=3)
+    group = zarr.open_group(store.path, mode="r+")
+    group.attrs["atmorep_statistics"] = json.dumps(statistics.to_dict())
+    zarr.consolidate_metadata(store.path)
+    return Path(path)

@@ -1,0 +1,91 @@
+"""Normalisation statistics and NaN reports, computed out of core with dask.
+
+Global statistics are latitude (area) weighted: each grid point counts with ``cos(latitude)``,
+so the polar rows of a regular grid do not dominate. NaNs are skipped in the statistics and
+reported separately.
+"""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import xarray as xr
+
+from atmorep.data.statistics import FieldStatistics, Statistics
+from atmorep.errors import DataError
+
+MIN_STD = 1e-12
+
+
+def area_weights(latitude: xr.DataArray) -> xr.DataArray:
+    """``cos(latitude)``, clipped at 0 (the poles of a regular grid get weight 0)."""
+    return np.cos(np.deg2rad(latitude)).clip(min=0.0)
+
+
+def _reduce_dims(var: xr.DataArray) -> list[str]:
+    return [d for d in var.dims if d != "level"]
+
+
+def compute_statistics(ds: xr.Dataset) -> Statistics:
+    """Latitude-weighted mean and std of every field, per level (one dask pass over the data)."""
+    weights = area_weights(ds["latitude"])
+    lazy = {}
+    for name, var in ds.data_vars.items():
+        values = var.astype(np.float64)
+        dims = _reduce_dims(var)
+        lazy[name] = (values.weighted(weights).mean(dims), (values**2).weighted(weights).mean(dims))
+    (computed,) = dask.compute(lazy)
+    fields = {}
+    for name, (mean, mean_square) in computed.items():
+        mean_v = np.atleast_1d(np.asarray(mean, dtype=np.float64))
+        var_v = np.atleast_1d(np.asarray(mean_square, dtype=np.float64)) - mean_v**2
+        std_v = np.sqrt(np.clip(var_v, 0.0, None))
+        if not np.all(np.isfinite(mean_v)):
+            raise DataError(f"field '{name}': statistics are not finite (all values NaN at some level?)")
+        std_v = np.where(std_v > MIN_STD, std_v, 1.0)  # a constant field is left unscaled
+        levels = tuple(float(v) for v in ds["level"].values) if "level" in ds[name].dims else (0.0,)
+        fields[str(name)] = FieldStatistics(levels, tuple(map(float, mean_v)), tuple(map(float, std_v)))
+    return Statistics(fields)
+
+
+def nan_report(ds: xr.Dataset) -> dict[str, dict]:
+    """Fraction of NaN per field and where it lies (first time, latitude and longitude range).
+
+    Returns:
+        field -> {"fraction", "count", "where"} for fields that hold any NaN; empty if none.
+    """
+    counts = {name: var.isnull().sum() for name, var in ds.data_vars.items()}
+    (counts,) = dask.compute(counts)
+    report = {}
+    for name, count in counts.items():
+        count = int(count)
+        if count == 0:
+            continue
+        var = ds[name]
+        isnan = var.isnull()
+        other = lambda keep: [d for d in var.dims if d != keep]  # noqa: E731
+        any_time, any_lat, any_lon = dask.compute(isnan.any(other("time")), isnan.any(other("latitude")),
+                                                  isnan.any(other("longitude")))
+        times = ds["time"].values[any_time.values]
+        lats = ds["latitude"].values[any_lat.values]
+        lons = ds["longitude"].values[any_lon.values]
+        where = (f"{times.size} time steps from {str(times[0])[:19]}, latitude {lats.min():g}..{lats.max():g}, "
+                 f"longitude {lons.min():g}..{lons.max():g}")
+        report[str(name)] = {"fraction": count / var.size, "count": count, "where": where}
+    return report
+
+
+def compute_local_statistics(ds: xr.Dataset) -> xr.Dataset:
+    """Per calendar month and grid point mean and std (``<field>_mean``, ``<field>_std``).
+
+    Returns:
+        dataset with dims ``(month, [level,] latitude, longitude)``.
+    """
+    out = {}
+    grouped = ds.astype(np.float64).groupby("time.month")
+    mean = grouped.mean("time")
+    std = grouped.std("time")
+    for name in ds.data_vars:
+        out[f"{name}_mean"] = mean[name].astype(np.float32)
+        out[f"{name}_std"] = std[name].astype(np.float32)
+    return xr.Dataset(out)
