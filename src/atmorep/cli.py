@@ -198,6 +198,28 @@ def model_info(
     console.print(describe_model(preset_config(preset, overrides or [])))
 
 
+# ------------------------------------------------------------------------------------- quickstart
+
+
+@app.command("quickstart")
+@friendly_errors
+def quickstart(
+    root: Annotated[Path, typer.Option(help="Working directory for data and runs.")] = Path("atmorep-quickstart"),
+    train_minutes: Annotated[float, typer.Option(help="Wall-clock bound of training.")] = 15.0,
+    train_days: Annotated[float, typer.Option(help="Simulated days of the training period.")] = 90.0,
+    eval_days: Annotated[float, typer.Option(help="Simulated days of validation and test periods.")] = 15.0,
+    spinup_days: Annotated[float, typer.Option(help="Simulator spin-up before each period.")] = 20.0,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the tiny config.")] = None,
+) -> None:
+    """Simulate, prepare, sample and train on the embedded default corpus (re-runs reuse finished steps)."""
+    from atmorep.quickstart import Period, QuickstartPlan, run
+
+    periods = (Period("train", "2000-01-01", train_days, 1), Period("validation", "2001-01-01", eval_days, 2),
+               Period("test", "2002-01-01", eval_days, 3))
+    run(QuickstartPlan(root=root, periods=periods, train_minutes=train_minutes, spinup_days=spinup_days,
+                       overrides=tuple(overrides or ())), console)
+
+
 def run() -> None:  # pragma: no cover - console script entry point for python -m
     app()
 
