@@ -1,0 +1,157 @@
+"""Multi-head attention with head groups: self-attention and cross-attention in one layer.
+
+One :class:`GroupedAttention` layer holds several groups of heads. All heads take their queries
+from the same states ``x``; each group takes keys and values from its own source: the group
+``"self"`` from ``x`` itself, other groups from other states (a coupled field, the encoder). The
+heads' outputs are concatenated and mapped back to the width D by one linear map. With one group
+this is ordinary multi-head self- (or cross-) attention.
+
+Two numerically equivalent paths compute the attention of one group:
+
+* :func:`fused_attention`: ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory
+  efficient kernels where the device has them; the math kernel on CPU); no weights returned;
+* :func:`explicit_attention`: ``softmax(q k^T / sqrt(d)) v`` written out, which also returns the
+  attention weights ``[B, h, Nq, Nk]`` for interpretation.
+
+Optional q/k normalisation (``qk_norm``) applies a LayerNorm over the head dimension to queries and
+keys before the dot product, which bounds the logits of deep or wide models.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SELF = "self"  # the name of the head group whose keys and values come from the queries' own states
+
+
+def fused_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Scaled dot-product attention through the fused kernel.
+
+    Args:
+        q: ``[B, h, Nq, d]`` queries.
+        k: ``[B, h, Nk, d]`` keys.
+        v: ``[B, h, Nk, d]`` values.
+
+    Returns:
+        ``[B, h, Nq, d]``.
+    """
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Scaled dot-product attention written out; the reference for :func:`fused_attention`.
+
+    Args:
+        q: ``[B, h, Nq, d]`` queries.
+        k: ``[B, h, Nk, d]`` keys.
+        v: ``[B, h, Nk, d]`` values.
+
+    Returns:
+        ``([B, h, Nq, d], [B, h, Nq, Nk])``: the output and the attention weights (rows sum to 1).
+    """
+    scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # [B, h, Nq, Nk]
+    weights = torch.softmax(scores, dim=-1)
+    return torch.matmul(weights.to(v.dtype), v), weights
+
+
+class GroupedAttention(nn.Module):
+    """Multi-head attention whose head groups read keys and values from different sources.
+
+    Args:
+        dim: width D of the queries' states and of every source.
+        head_dim: width of one head.
+        groups: group name -> number of heads, in the order their outputs are concatenated;
+            the group :data:`SELF` reads the queries' own states.
+        qk_norm: LayerNorm of queries and keys over the head dimension.
+    """
+
+    def __init__(self, dim: int, head_dim: int, groups: Mapping[str, int], qk_norm: bool = False) -> None:
+        super().__init__()
+        self.head_dim = head_dim
+        self.groups = {name: heads for name, heads in groups.items() if heads > 0}
+        total = sum(self.groups.values())
+        self.query = nn.Linear(dim, total * head_dim)
+        self.key_value = nn.ModuleDict(
+            {name: nn.Linear(dim, 2 * heads * head_dim) for name, heads in self.groups.items()})
+        self.query_norm = nn.LayerNorm(head_dim) if qk_norm else nn.Identity()
+        self.key_norm = nn.LayerNorm(head_dim) if qk_norm else nn.Identity()
+        self.out = nn.Linear(total * head_dim, dim)
+
+    @property
+    def heads(self) -> int:
+        return sum(self.groups.values())
+
+    def forward(self, x: Tensor, sources: Mapping[str, Tensor] | None = None,
+                return_weights: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """Attend from ``x`` to every group's source.
+
+        Args:
+            x: ``[B, Nq, D]`` the (normalised) query states; also the source of the group ``"self"``.
+            sources: group name -> ``[B, Nk_g, D]`` (normalised) key/value states of the other groups.
+            return_weights: use the explicit path and return the weights of every group.
+
+        Returns:
+            ``[B, Nq, D]`` and, per group name, the weights ``[B, h_g, Nq, Nk_g]`` (empty unless
+            ``return_weights``).
+        """
+        b, n, _ = x.shape
+        q = self.query(x).reshape(b, n, self.heads, self.head_dim).transpose(1, 2)  # [B, H, Nq, d]
+        q = self.query_norm(q)
+        outputs, weights, start = [], {}, 0
+        for name, heads in self.groups.items():
+            k, v = self._keys_values(name, x if name == SELF else sources[name])  # [B, h, Nk, d] each
+            q_group = q[:, start:start + heads]  # [B, h, Nq, d]
+            start += heads
+            if return_weights:
+                out, weights[name] = explicit_attention(q_group, k, v)
+            else:
+                out = fused_attention(q_group, k, v)
+            outputs.append(out)
+        heads_out = torch.cat(outputs, dim=1).transpose(1, 2)  # [B, H, Nq, d] -> [B, Nq, H, d]
+        return self.out(heads_out.reshape(b, n, self.heads * self.head_dim)), weights
+
+    def _keys_values(self, name: str, source: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values ``[B, h, Nk, d]`` of one group from its source ``[B, Nk, D]``."""
+        b, n, _ = source.shape
+        heads = self.groups[name]
+        kv = self.key_value[name](source).reshape(b, n, 2, heads, self.head_dim)  # [B, Nk, 2, h, d]
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # [2, B, h, Nk, d] -> 2 x [B, h, Nk, d]
+        return self.key_norm(k), v
+
+
+class MLP(nn.Module):
+    """Two linear maps with a GELU between: ``D -> ratio * D -> D``, dropout on the output."""
+
+    def __init__(self, dim: int, ratio: float, dropout: float = 0.0) -> None:
+        super().__init__()
+        hidden = max(1, round(dim * ratio))
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim),
+                                 nn.Dropout(dropout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[..., D] -> [..., D]``."""
+        return self.net(x)
+
+
+class SelfAttentionBlock(nn.Module):
+    """A pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0,
+                 qk_norm: bool = False) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attention = GroupedAttention(dim, dim // heads, {SELF: heads}, qk_norm)
+        self.dropout = nn.Dropout(dropout)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, mlp_ratio, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[B, N, D] -> [B, N, D]``."""
+        attended, _ = self.attention(self.norm(x))
+        x = x + self.dropout(attended)
+        return x + self.mlp(self.norm_mlp(x))

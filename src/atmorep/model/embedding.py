@@ -1,0 +1,213 @@
+"""Token embedding: values, auxiliary information alpha and position in the box, to width D.
+
+The embedding of a token of field f is
+
+    e = value_embedding(token)  (or the learned mask embedding where the token is MASKED)
+        + alpha_embedding(alpha)  (optional)
+        + positional_encoding(level index, time index, latitude index, longitude index).
+
+* **Values**: a linear map ``D_f -> D`` (``embedding: linear``), or a small transformer over the
+  token's grid points (``embedding: transformer``, :class:`SubTokenEmbedding`). The latter sees each
+  point as a sub-token placed by its relative position inside the token, so one module accepts
+  tokens of any size (a multi-resolution representation).
+* **Alpha** (year, day of year, hour, level, latitude, longitude, resolution; see
+  :func:`atmorep.data.tokens.token_alpha`) enters as cyclic features and a linear map
+  (:func:`alpha_features`). Absolute place and time enter the model through alpha only.
+* **Position** in the box: a fixed sinusoidal code per axis, the four axis codes concatenated
+  (:func:`positional_encoding`). Each axis owns its own slice of the width, so the code is correct
+  for any (non-square) token grid and (l, t, h, w) -> code is injective.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from atmorep.data.masking import MASKED
+from atmorep.model.attention import SelfAttentionBlock
+
+POSITION_MAX_PERIOD = 1000.0  # slowest wavelength of the positional code, in token indices
+ALPHA_FEATURES = 20  # length of alpha_features(...)
+_HARMONICS = (1.0, 2.0)  # harmonics of the cyclic alpha features
+_SUB_POSITION_FREQUENCIES = 4  # frequencies per axis of a grid point's position inside a token
+
+
+def positional_encoding(grid: tuple[int, int, int, int], dim: int, dtype: torch.dtype = torch.float32,
+                        device: torch.device | str | None = None) -> Tensor:
+    """Sinusoidal code of every token position in the box, axis codes concatenated.
+
+    The width is split into four slices of ``2 F`` channels, ``F = dim // 8``, one per axis in the
+    order (level, time, latitude, longitude); a position ``i`` along an axis gets
+    ``[sin(i w_0), ..., sin(i w_{F-1}), cos(i w_0), ..., cos(i w_{F-1})]`` with
+    ``w_j = POSITION_MAX_PERIOD ** (-j / F)``; ``w_0 = 1`` makes the code of distinct integer
+    positions distinct. The last ``dim - 8 F`` channels are zero.
+
+    Args:
+        grid: ``(L, nT, nH, nW)`` the token grid of one field.
+        dim: the width D (>= 8).
+
+    Returns:
+        ``[L, nT, nH, nW, D]``.
+    """
+    frequencies = dim // 8
+    if frequencies < 1:
+        raise ValueError(f"positional encoding needs a width of at least 8, got {dim}")
+    omega = POSITION_MAX_PERIOD ** (-torch.arange(frequencies, dtype=torch.float64, device=device)
+                                    / frequencies)  # [F]
+    parts = []
+    for axis, size in enumerate(grid):
+        angle = torch.arange(size, dtype=torch.float64, device=device)[:, None] * omega  # [n, F]
+        code = torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)  # [n, 2F]
+        shape = [1, 1, 1, 1, 2 * frequencies]
+        shape[axis] = size
+        parts.append(code.reshape(shape).expand(*grid, 2 * frequencies))  # [L, nT, nH, nW, 2F]
+    padding = dim - 8 * frequencies
+    if padding:
+        parts.append(torch.zeros(*grid, padding, dtype=torch.float64, device=device))
+    return torch.cat(parts, dim=-1).to(dtype)
+
+
+def alpha_features(alpha: Tensor) -> Tensor:
+    """Scaled and cyclic features of the auxiliary values.
+
+    Features: ``(year - 2000) / 50``, ``level / 1000``, ``log1p(level) / log(1001)``,
+    ``log(resolution)``, and ``sin(k a), cos(k a)`` for ``k`` in (1, 2) of the angles
+    ``2 pi day_of_year / 365.25``, ``2 pi hour / 24``, latitude and longitude (in radians), so that
+    longitudes 0 and 360 (and the last and first hour of a day) give the same features.
+
+    Args:
+        alpha: ``[..., 7]`` columns as :data:`atmorep.data.tokens.ALPHA_NAMES`.
+
+    Returns:
+        ``[..., ALPHA_FEATURES]`` in the dtype of ``alpha``.
+    """
+    year, day, hour, level, latitude, longitude, resolution = alpha.unbind(-1)
+    level = level.clamp(min=0.0)
+    scalars = [(year - 2000.0) / 50.0, level / 1000.0, torch.log1p(level) / math.log(1001.0),
+               torch.log(resolution.clamp(min=1e-6))]
+    angles = [day * (2 * math.pi / 365.25), hour * (2 * math.pi / 24.0), torch.deg2rad(latitude),
+              torch.deg2rad(longitude)]
+    cyclic = [f(k * a) for a in angles for k in _HARMONICS for f in (torch.sin, torch.cos)]
+    return torch.stack(scalars + cyclic, dim=-1)
+
+
+class AlphaEmbedding(nn.Module):
+    """``[..., 7]`` alpha -> ``[..., D]``: :func:`alpha_features` and a linear map."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(ALPHA_FEATURES, dim)
+
+    def forward(self, alpha: Tensor) -> Tensor:
+        return self.proj(alpha_features(alpha.to(self.proj.weight.dtype)))
+
+
+def sub_token_positions(token_size: tuple[int, int, int], dtype: torch.dtype = torch.float32,
+                        device: torch.device | str | None = None) -> Tensor:
+    """Sinusoidal features of each grid point's relative position inside a token.
+
+    A point ``i`` of an axis of extent ``n`` sits at ``r = (i + 0.5) / n`` in (0, 1); its features
+    are ``sin(pi k r), cos(pi k r)`` for ``k = 1..4``. Tokens of any size get comparable features.
+
+    Returns:
+        ``[tt*th*tw, 24]``, points in the token's (time, latitude, longitude) flattening order.
+    """
+    k = torch.arange(1, _SUB_POSITION_FREQUENCIES + 1, dtype=torch.float64, device=device)  # [K]
+    axes = [(torch.arange(n, dtype=torch.float64, device=device) + 0.5) / n for n in token_size]
+    grids = torch.meshgrid(*axes, indexing="ij")  # 3 x [tt, th, tw]
+    features = []
+    for r in grids:
+        angle = math.pi * r.reshape(-1, 1) * k  # [D_f, K]
+        features += [torch.sin(angle), torch.cos(angle)]
+    return torch.cat(features, dim=-1).to(dtype)  # [D_f, 6K]
+
+
+class SubTokenEmbedding(nn.Module):
+    """A small transformer over the grid points of each token, mean-pooled to width D.
+
+    Every point is a sub-token: ``value * w + position_features @ P``; one or more pre-norm blocks
+    of width ``width`` mix them; the mean over points, normalised, is mapped to D.
+
+    Args:
+        token_size: ``(tt, th, tw)`` of the field (the default for :meth:`forward`).
+        dim: output width D.
+        width: the sub-token width (default ``min(D, 64)``).
+        layers: number of blocks.
+    """
+
+    def __init__(self, token_size: tuple[int, int, int], dim: int, width: int | None = None,
+                 layers: int = 1) -> None:
+        super().__init__()
+        self.token_size = tuple(token_size)
+        width = width or min(dim, 64)
+        self.value = nn.Linear(1, width)
+        self.position = nn.Linear(6 * _SUB_POSITION_FREQUENCIES, width)
+        self.blocks = nn.ModuleList(SelfAttentionBlock(width, max(1, width // 16)) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, dim)
+
+    def forward(self, tokens: Tensor, token_size: tuple[int, int, int] | None = None) -> Tensor:
+        """``[..., tt*th*tw]`` -> ``[..., D]``; ``token_size`` defaults to the field's."""
+        token_size = tuple(token_size or self.token_size)
+        lead, points = tokens.shape[:-1], tokens.shape[-1]
+        if points != math.prod(token_size):
+            raise ValueError(f"token length {points} does not match token size {token_size}")
+        position = sub_token_positions(token_size, self.position.weight.dtype, tokens.device)  # [D_f, 24]
+        x = self.value(tokens.reshape(-1, points, 1)) + self.position(position)  # [..., D_f] -> [M, D_f, w]
+        for block in self.blocks:
+            x = block(x)
+        pooled = self.out(self.norm(x).mean(dim=1))  # [M, D]
+        return pooled.reshape(*lead, -1)  # [M, D] -> [..., D]
+
+
+class FieldEmbedding(nn.Module):
+    """Embed one field's tokens, modes and alpha into its sequence of states ``[B, N, D]``.
+
+    MASKED tokens get the learned mask embedding instead of their value embedding; their values are
+    zeroed before the value embedding, so neither their values nor NaNs in them reach the output or
+    the gradients. NOISED and COARSENED tokens are embedded like visible ones.
+
+    Args:
+        token_size: ``(tt, th, tw)``.
+        dim: width D.
+        kind: ``"linear"`` or ``"transformer"`` (see the module docstring).
+        alpha_embedding: add the embedding of alpha.
+        dropout: dropout on the sum.
+    """
+
+    def __init__(self, token_size: tuple[int, int, int], dim: int, kind: str = "linear",
+                 alpha_embedding: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        values = math.prod(token_size)
+        if kind == "linear":
+            self.values: nn.Module = nn.Linear(values, dim)
+        elif kind == "transformer":
+            self.values = SubTokenEmbedding(token_size, dim)
+        else:
+            raise ValueError(f"model.embedding: unknown kind '{kind}' (known: linear, transformer)")
+        self.mask_token = nn.Parameter(torch.zeros(dim))
+        self.alpha = AlphaEmbedding(dim) if alpha_embedding else None
+        self.dropout = nn.Dropout(dropout)
+        self.dim = dim
+
+    def forward(self, tokens: Tensor, modes: Tensor, alpha: Tensor) -> Tensor:
+        """Embed a field.
+
+        Args:
+            tokens: ``[B, L, nT, nH, nW, D_f]``.
+            modes: ``[B, L, nT, nH, nW]`` int8 token modes.
+            alpha: ``[B, L, nT, nH, nW, 7]``.
+
+        Returns:
+            ``[B, N, D]`` with ``N = L * nT * nH * nW`` in (L, nT, nH, nW) order.
+        """
+        masked = (modes == MASKED)[..., None]  # [B, L, nT, nH, nW, 1]
+        weight_dtype = self.mask_token.dtype
+        x = self.values(tokens.to(weight_dtype).masked_fill(masked, 0.0))  # [B, L, nT, nH, nW, D]
+        x = torch.where(masked, self.mask_token.to(x.dtype), x)
+        if self.alpha is not None:
+            x = x + self.alpha(alpha)
+        x = x + positional_encoding(tuple(tokens.shape[1:5]), self.dim, x.dtype, x.device)
+        return self.dropout(x.flatten(1, 4))  # [B, L, nT, nH, nW, D] -> [B, N, D]

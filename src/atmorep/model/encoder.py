@@ -1,0 +1,123 @@
+"""The coupled encoder: one transformer per field, coupled by cross-attention between fields.
+
+Layer ``k`` maps the states ``{f: [B, N_f, D]}`` of all fields to new states. For each field f,
+a pre-norm block computes
+
+    h   = norm(x_f)
+    x_f = x_f + dropout(attention(h; self: h, c: norm_c(x_c) for c in coupled_with(f)))
+    x_f = x_f + mlp(norm_mlp(x_f))
+
+where the attention has ``heads`` self-attention heads over f's own tokens and ``cross_heads``
+heads per coupled field c whose keys and values are c's states. Every field reads the states of
+the *previous* layer, so the result does not depend on the order of the fields. All heads have
+width ``D / heads``; the concatenated head outputs (``heads + cross_heads * len(coupled)`` heads)
+are mapped back to D.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from atmorep.config import FieldConfig, ModelConfig
+from atmorep.model.attention import MLP, SELF, GroupedAttention
+
+States = dict[str, Tensor]  # field name -> [B, N_f, D]
+
+
+class FieldEncoderBlock(nn.Module):
+    """One encoder block of one field: self- and cross-attention to coupled fields, then MLP.
+
+    Args:
+        model: the model configuration (dim, heads, cross_heads, mlp_ratio, dropout, qk_norm).
+        coupled: the names of the fields this field attends to.
+    """
+
+    def __init__(self, model: ModelConfig, coupled: Sequence[str]) -> None:
+        super().__init__()
+        self.coupled = list(coupled) if model.cross_heads > 0 else []
+        groups = {SELF: model.heads, **{name: model.cross_heads for name in self.coupled}}
+        self.norm = nn.LayerNorm(model.dim)
+        self.context_norms = nn.ModuleDict({name: nn.LayerNorm(model.dim) for name in self.coupled})
+        self.attention = GroupedAttention(model.dim, model.dim // model.heads, groups, model.qk_norm)
+        self.dropout = nn.Dropout(model.dropout)
+        self.norm_mlp = nn.LayerNorm(model.dim)
+        self.mlp = MLP(model.dim, model.mlp_ratio, model.dropout)
+
+    def forward(self, x: Tensor, coupled: Mapping[str, Tensor],
+                return_weights: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """Advance one field by one block.
+
+        Args:
+            x: ``[B, N, D]`` this field's states.
+            coupled: coupled field name -> ``[B, N_c, D]`` its states (of the previous layer).
+            return_weights: return attention weights (explicit attention path).
+
+        Returns:
+            ``[B, N, D]`` and attention weights per head group (``"self"`` or a field name),
+            ``[B, h, N, N_k]``.
+        """
+        h = self.norm(x)
+        sources = {name: self.context_norms[name](coupled[name]) for name in self.coupled}
+        attended, weights = self.attention(h, sources, return_weights)
+        x = x + self.dropout(attended)
+        return x + self.mlp(self.norm_mlp(x)), weights
+
+
+class CoupledEncoderLayer(nn.Module):
+    """One layer of the coupled encoder: a :class:`FieldEncoderBlock` per field."""
+
+    def __init__(self, fields: Sequence[FieldConfig], model: ModelConfig) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleDict({f.name: FieldEncoderBlock(model, f.coupled_with) for f in fields})
+        self.checkpoint_activations = model.checkpoint_activations
+
+    def forward(self, states: States, return_weights: bool = False) -> tuple[States, dict[str, Tensor]]:
+        """Advance every field by one block, all reading ``states`` (the previous layer's).
+
+        Returns:
+            The new states and the attention weights keyed ``"{field}/self"`` and
+            ``"{field}/cross/{other}"``.
+        """
+        new_states: States = {}
+        attention: dict[str, Tensor] = {}
+        for name, block in self.blocks.items():
+            coupled = {other: states[other] for other in block.coupled}
+            if self.checkpoint_activations and torch.is_grad_enabled() and not return_weights:
+                new_states[name], weights = checkpoint(block, states[name], coupled, use_reentrant=False)
+            else:
+                new_states[name], weights = block(states[name], coupled, return_weights)
+            for group, value in weights.items():
+                attention[f"{name}/self" if group == SELF else f"{name}/cross/{group}"] = value
+        return new_states, attention
+
+
+class CoupledEncoder(nn.Module):
+    """``encoder_layers`` coupled layers; keeps every layer's output for the decoders."""
+
+    def __init__(self, fields: Sequence[FieldConfig], model: ModelConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(CoupledEncoderLayer(fields, model) for _ in range(model.encoder_layers))
+
+    def forward(self, states: States, return_weights: bool = False) -> tuple[list[States], dict[str, Tensor]]:
+        """Run all layers.
+
+        Args:
+            states: field name -> ``[B, N_f, D]`` embedded tokens.
+            return_weights: return attention weights (explicit attention path).
+
+        Returns:
+            The states after each layer (``encoder_layers`` dicts, first layer first) and the
+            attention weights keyed ``"encoder/{layer}/{field}/self"`` and
+            ``"encoder/{layer}/{field}/cross/{other}"``.
+        """
+        outputs: list[States] = []
+        attention: dict[str, Tensor] = {}
+        for index, layer in enumerate(self.layers):
+            states, weights = layer(states, return_weights)
+            outputs.append(states)
+            attention.update({f"encoder/{index}/{key}": value for key, value in weights.items()})
+        return outputs, attention

@@ -1,0 +1,212 @@
+"""The multiformer: per-field encoder-decoder transformers coupled by cross-attention.
+
+``forward`` runs four named stages:
+
+1. :meth:`MultiFormer.embed`: per field, tokens ``[B, L, nT, nH, nW, D_f]`` (+ modes, alpha) to
+   states ``[B, N_f, D]``, ``N_f = L * nT * nH * nW`` flattened in (L, nT, nH, nW) order;
+2. :meth:`MultiFormer.encode`: the coupled encoder (:mod:`atmorep.model.encoder`);
+3. :meth:`MultiFormer.decode`: one decoder per predicted field (:mod:`atmorep.model.decoder`);
+4. :meth:`MultiFormer.predict`: the ensemble tail on the target tokens (``modes != VISIBLE``),
+   gathered in row-major (``torch.nonzero``) order, in at least float32.
+
+Mixed precision: a caller's ``torch.autocast`` covers stages 1-3; the tail turns it off. The model
+never chooses a device itself. Parameters live in ``ModuleDict`` s keyed by field name, so weights
+can be moved between configurations that list the same fields in another order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from atmorep.config import ConfigError, RunConfig
+from atmorep.data.masking import VISIBLE
+from atmorep.data.tokens import token_grid
+from atmorep.errors import DataError
+from atmorep.model.attention import SELF
+from atmorep.model.decoder import FieldDecoder
+from atmorep.model.embedding import FieldEmbedding
+from atmorep.model.encoder import CoupledEncoder
+from atmorep.model.output import FieldPrediction, ModelOutput
+from atmorep.model.tail import EnsembleTail
+
+logger = logging.getLogger(__name__)
+
+States = dict[str, Tensor]  # field name -> [B, N_f, D]
+
+
+class MultiFormer(nn.Module):
+    """The AtmoRep multiformer, built from a :class:`~atmorep.config.RunConfig`.
+
+    Attributes:
+        embeddings: field name -> :class:`~atmorep.model.embedding.FieldEmbedding`.
+        encoder: the :class:`~atmorep.model.encoder.CoupledEncoder` of all fields.
+        decoders: predicted field name -> :class:`~atmorep.model.decoder.FieldDecoder`.
+        tails: predicted field name -> :class:`~atmorep.model.tail.EnsembleTail`.
+    """
+
+    def __init__(self, config: RunConfig) -> None:
+        super().__init__()
+        check_model_config(config)
+        self.config = config
+        model = config.model
+        self.field_names = [f.name for f in config.fields]
+        self.predicted = [f.name for f in config.fields if f.predicted]
+        self.embeddings = nn.ModuleDict({
+            f.name: FieldEmbedding(f.token_size, model.dim, model.embedding, model.alpha_embedding,
+                                   model.dropout)
+            for f in config.fields})
+        self.encoder = CoupledEncoder(config.fields, model)
+        self.decoders = nn.ModuleDict({name: FieldDecoder(model) for name in self.predicted})
+        self.tails = nn.ModuleDict({
+            name: EnsembleTail(model.dim, math.prod(config.field(name).token_size), model.ensemble_members)
+            for name in self.predicted})
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform linear weights, zero biases, unit LayerNorms, independent tail heads."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+            elif isinstance(module, EnsembleTail):
+                module.reset_parameters()
+            elif isinstance(module, FieldEmbedding):
+                nn.init.trunc_normal_(module.mask_token, std=0.02)
+
+    def field_modules(self, name: str) -> list[nn.Module]:
+        """Every module that belongs to field ``name`` alone (for per-field parameter counts)."""
+        modules: list[nn.Module] = [self.embeddings[name]]
+        modules += [layer.blocks[name] for layer in self.encoder.layers]
+        if name in self.decoders:
+            modules += [self.decoders[name], self.tails[name]]
+        return modules
+
+    # ------------------------------------------------------------------------------------ stages
+
+    def embed(self, tokens: Mapping[str, Tensor], modes: Mapping[str, Tensor],
+              alpha: Mapping[str, Tensor]) -> States:
+        """Stage 1: field name -> ``[B, N_f, D]`` embedded tokens."""
+        return {name: self.embeddings[name](tokens[name], modes[name], alpha[name])
+                for name in self.field_names}
+
+    def encode(self, states: States,
+               return_attention: bool = False) -> tuple[list[States], dict[str, Tensor]]:
+        """Stage 2: the states after each encoder layer, and attention weights if asked for."""
+        return self.encoder(states, return_attention)
+
+    def decode(self, encoded: list[States],
+               return_attention: bool = False) -> tuple[States, dict[str, Tensor]]:
+        """Stage 3: predicted field name -> ``[B, N_f, D]`` decoder output, and attention weights."""
+        decoded: States = {}
+        attention: dict[str, Tensor] = {}
+        for name, decoder in self.decoders.items():
+            decoded[name], blocks = decoder([layer[name] for layer in encoded], return_attention)
+            for index, weights in enumerate(blocks):
+                for group, value in weights.items():
+                    kind = "self" if group == SELF else "cross"
+                    attention[f"decoder/{index}/{name}/{kind}"] = value
+        return decoded, attention
+
+    def predict(self, decoded: States, modes: Mapping[str, Tensor]) -> dict[str, FieldPrediction]:
+        """Stage 4: the ensemble tail on each predicted field's target tokens.
+
+        Args:
+            decoded: predicted field name -> ``[B, N, D]``.
+            modes: field name -> ``[B, L, nT, nH, nW]``.
+
+        Returns:
+            predicted field name -> :class:`FieldPrediction` with ``M`` = number of targets.
+        """
+        predictions = {}
+        for name in self.predicted:
+            target = (modes[name] != VISIBLE).flatten(1)  # [B, L, nT, nH, nW] -> [B, N]
+            states = decoded[name][target]  # [M, D], row-major over (B, N)
+            predictions[name] = FieldPrediction.from_members(self.tails[name](states))
+        return predictions
+
+    def forward(self, tokens: Mapping[str, Tensor], modes: Mapping[str, Tensor], alpha: Mapping[str, Tensor],
+                return_attention: bool = False) -> ModelOutput:
+        """Predict the ensemble for every target token of every predicted field.
+
+        Args:
+            tokens: field name -> ``[B, L, nT, nH, nW, D_f]`` (masked) token values.
+            modes: field name -> ``[B, L, nT, nH, nW]`` int8 (0 visible, 1 masked, 2 noised, 3 coarsened).
+            alpha: field name -> ``[B, L, nT, nH, nW, 7]`` from :func:`atmorep.data.tokens.token_alpha`.
+            return_attention: use the explicit attention path and return all attention weights.
+
+        Returns:
+            The :class:`ModelOutput`.
+
+        Raises:
+            DataError: a field is missing or a tensor's shape does not fit the configuration.
+        """
+        self.check_inputs(tokens, modes, alpha)
+        encoded, attention = self.encode(self.embed(tokens, modes, alpha), return_attention)
+        decoded, decoder_attention = self.decode(encoded, return_attention)
+        attention.update(decoder_attention)
+        return ModelOutput(fields=self.predict(decoded, modes),
+                           attention=attention if return_attention else None)
+
+    # ------------------------------------------------------------------------------------ checks
+
+    def check_inputs(self, tokens: Mapping[str, Tensor], modes: Mapping[str, Tensor],
+                     alpha: Mapping[str, Tensor]) -> None:
+        """Raise DataError unless every field has tokens, modes and alpha of consistent shapes."""
+        batch = None
+        for f in self.config.fields:
+            for kind, values in (("tokens", tokens), ("modes", modes), ("alpha", alpha)):
+                if f.name not in values:
+                    raise DataError(f"model input '{kind}' has no entry for field '{f.name}'")
+            value, mode, aux = tokens[f.name], modes[f.name], alpha[f.name]
+            expected = self._token_shape(f.name, value, batch)
+            if tuple(value.shape) != expected:
+                raise DataError(f"model input tokens['{f.name}'] must have shape {expected} "
+                                f"[B, L, nT, nH, nW, D_f], got {tuple(value.shape)}")
+            batch = expected[0]
+            if tuple(mode.shape) != expected[:5] or mode.is_floating_point():
+                raise DataError(f"model input modes['{f.name}'] must be integer {expected[:5]}, "
+                                f"got {mode.dtype} {tuple(mode.shape)}")
+            if tuple(aux.shape) != (*expected[:5], 7):
+                raise DataError(f"model input alpha['{f.name}'] must have shape {(*expected[:5], 7)}, "
+                                f"got {tuple(aux.shape)}")
+
+    def _token_shape(self, name: str, value: Tensor, batch: int | None) -> tuple[int, ...]:
+        """``(B, L, nT, nH, nW, D_f)`` expected for field ``name`` (B and unset L taken from ``value``)."""
+        f = self.config.field(name)
+        grid = token_grid(self.config.data.box.shape, f.token_size, f.name)
+        b = batch if batch is not None else (value.shape[0] if value.ndim else -1)
+        levels = len(f.levels) if f.levels is not None else (value.shape[1] if value.ndim > 1 else -1)
+        return (b, levels, *grid, math.prod(f.token_size))
+
+
+def check_model_config(config: RunConfig) -> None:
+    """Raise ConfigError for field names or sizes the model cannot be built with."""
+    model = config.model
+    if model.dim % model.heads:
+        raise ConfigError(f"model.dim ({model.dim}) must be a multiple of model.heads ({model.heads})")
+    for f in config.fields:
+        if "." in f.name or not f.name or f.name == "self":
+            raise ConfigError(f"fields.{f.name}: a model field name must be non-empty, without '.', "
+                              "and not 'self'")
+        if f.name in f.coupled_with:
+            raise ConfigError(f"fields.{f.name}.coupled_with: a field cannot be coupled with itself")
+
+
+def build_model(config: RunConfig, device: torch.device | str = "cpu") -> MultiFormer:
+    """Build the multiformer of a configuration directly on ``device``.
+
+    On the ``"meta"`` device nothing is allocated: parameters have shapes but no storage
+    (parameter counts, shape checks).
+    """
+    with torch.device(device):
+        model = MultiFormer(config)
+    logger.debug("built multiformer with %d parameters on %s",
+                 sum(p.numel() for p in model.parameters()), device)
+    return model

@@ -1,0 +1,47 @@
+"""What the multiformer returns: per predicted field the ensemble of every target token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class FieldPrediction:
+    """The ensemble predicted for the M target tokens of one field.
+
+    Targets are the tokens with ``modes != VISIBLE``, in row-major order of ``[B, L, nT, nH, nW]``
+    (the order of ``torch.nonzero``), so ``values[modes != 0]`` lines up with ``mean``.
+
+    Attributes:
+        members: ``[M, E, D_f]`` the E ensemble members.
+        mean: ``[M, D_f]`` the ensemble mean.
+        spread: ``[M, D_f]`` the ensemble standard deviation with divisor E
+            (``unbiased=False``, zero for one member); losses that want the unbiased estimate
+            compute it from ``members``.
+    """
+
+    members: Tensor
+    mean: Tensor
+    spread: Tensor
+
+    @classmethod
+    def from_members(cls, members: Tensor) -> FieldPrediction:
+        """Mean and spread (divisor E) of ``members [M, E, D_f]``."""
+        return cls(members=members, mean=members.mean(dim=1), spread=members.std(dim=1, unbiased=False))
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """The multiformer's output.
+
+    Attributes:
+        fields: predicted field name -> :class:`FieldPrediction`, in the configuration's order.
+        attention: with ``return_attention``, the attention weights ``[B, h, N_q, N_k]`` keyed
+            ``"encoder/{layer}/{field}/self"``, ``"encoder/{layer}/{field}/cross/{other}"``,
+            ``"decoder/{block}/{field}/self"`` and ``"decoder/{block}/{field}/cross"``; else None.
+    """
+
+    fields: dict[str, FieldPrediction] = field(default_factory=dict)
+    attention: dict[str, Tensor] | None = None

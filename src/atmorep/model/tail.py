@@ -1,0 +1,58 @@
+"""The ensemble tail: E independent linear heads from a token's decoder state to its values.
+
+Member ``e`` of a target token with decoder state ``s`` (width D) is ``s @ W_e + b_e`` (D_f values),
+computed for all members at once as one batched product over the ``[E, D, D_f]`` weights. The tail
+runs outside autocast, in the precision of its parameters promoted to at least float32, so the
+predicted values and the losses on them keep full precision under mixed-precision training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def autocast_disabled(device_type: str) -> contextlib.AbstractContextManager:
+    """A context that turns autocast off on ``device_type`` (a no-op where autocast does not exist)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+class EnsembleTail(nn.Module):
+    """E independent linear heads ``D -> D_f``.
+
+    Args:
+        dim: decoder width D.
+        values: values per token D_f.
+        members: ensemble size E.
+    """
+
+    def __init__(self, dim: int, values: int, members: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, dim, values))
+        self.bias = nn.Parameter(torch.empty(members, values))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Each head initialised independently like ``nn.Linear``: ``U(-1/sqrt(D), 1/sqrt(D))``."""
+        bound = 1.0 / math.sqrt(self.weight.shape[1])
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, states: Tensor) -> Tensor:
+        """Predict every member.
+
+        Args:
+            states: ``[M, D]`` decoder states of the target tokens.
+
+        Returns:
+            ``[M, E, D_f]`` at least float32.
+        """
+        dtype = torch.promote_types(self.weight.dtype, torch.float32)
+        with autocast_disabled(states.device.type):
+            members = torch.einsum("md,edf->mef", states.to(dtype), self.weight.to(dtype))  # [M, E, D_f]
+            return members + self.bias.to(dtype)
