@@ -53,7 +53,9 @@ class BatchMetadata:
     def __post_init__(self) -> None:
         b = self.time.shape[0]
         if self.time.ndim != 2 or self.time.dtype != torch.int64:
-            raise BatchError(f"metadata.time must be int64 [B, T], got {self.time.dtype} {tuple(self.time.shape)}")
+            raise BatchError(
+                f"metadata.time must be int64 [B, T], got {self.time.dtype} {tuple(self.time.shape)}"
+            )
         for name in ("latitude", "longitude"):
             value = getattr(self, name)
             if value.ndim != 2 or value.shape[0] != b:
@@ -83,8 +85,9 @@ class BatchMetadata:
 
     def select(self, index: torch.Tensor | slice) -> BatchMetadata:
         """The metadata of a subset of the samples."""
-        return replace(self, time=self.time[index], latitude=self.latitude[index],
-                       longitude=self.longitude[index])
+        return replace(
+            self, time=self.time[index], latitude=self.latitude[index], longitude=self.longitude[index]
+        )
 
 
 @dataclass(frozen=True)
@@ -113,12 +116,14 @@ class Batch:
             bb, levels, tt, hh, ww = value.shape
             if (bb, tt, hh, ww) != (b, t, h, w):
                 raise BatchError(
-                    f"field '{name}' has shape {tuple(value.shape)}, metadata says B={b}, T={t}, H={h}, W={w}")
+                    f"field '{name}' has shape {tuple(value.shape)}, metadata says B={b}, T={t}, H={h}, W={w}"
+                )
             if name not in meta.levels:
                 raise BatchError(f"metadata.levels has no entry for field '{name}'")
             if len(meta.levels[name]) != levels:
                 raise BatchError(
-                    f"field '{name}' has {levels} levels, metadata lists {len(meta.levels[name])}")
+                    f"field '{name}' has {levels} levels, metadata lists {len(meta.levels[name])}"
+                )
 
     @property
     def batch_size(self) -> int:
@@ -146,23 +151,31 @@ class Batch:
 
     def select(self, index: torch.Tensor | slice) -> Batch:
         """The batch of a subset of the samples."""
-        return replace(self, fields={k: v[index] for k, v in self.fields.items()},
-                       metadata=self.metadata.select(index),
-                       extras={k: v[index] for k, v in self.extras.items()})
+        return replace(
+            self,
+            fields={k: v[index] for k, v in self.fields.items()},
+            metadata=self.metadata.select(index),
+            extras={k: v[index] for k, v in self.extras.items()},
+        )
 
-    def crop(self, time: slice = slice(None), latitude: slice = slice(None),
-             longitude: slice = slice(None)) -> Batch:
+    def crop(
+        self, time: slice = slice(None), latitude: slice = slice(None), longitude: slice = slice(None)
+    ) -> Batch:
         """A sub-box: the same samples restricted to index ranges along T, H and W."""
         fields = {k: v[:, :, time, latitude, longitude] for k, v in self.fields.items()}
-        meta = replace(self.metadata, time=self.metadata.time[:, time],
-                       latitude=self.metadata.latitude[:, latitude],
-                       longitude=self.metadata.longitude[:, longitude])
+        meta = replace(
+            self.metadata,
+            time=self.metadata.time[:, time],
+            latitude=self.metadata.latitude[:, latitude],
+            longitude=self.metadata.longitude[:, longitude],
+        )
         return replace(self, fields=fields, metadata=meta)
 
     def with_fields(self, fields: Mapping[str, torch.Tensor], normalised: bool | None = None) -> Batch:
         """The same metadata with other field tensors (e.g. a prediction)."""
-        return replace(self, fields=dict(fields),
-                       normalised=self.normalised if normalised is None else normalised)
+        return replace(
+            self, fields=dict(fields), normalised=self.normalised if normalised is None else normalised
+        )
 
     def normalise(self, statistics: "Statistics") -> Batch:  # noqa: F821, UP037
         """Normalise physical values with per-field, per-level mean and std."""

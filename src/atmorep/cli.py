@@ -18,8 +18,12 @@ from rich.logging import RichHandler
 
 from atmorep.errors import AtmorepError
 
-app = typer.Typer(help="AtmoRep: a stochastic transformer model of atmospheric dynamics.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="AtmoRep: a stochastic transformer model of atmospheric dynamics.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 data_app = typer.Typer(help="Make, prepare, inspect and sample data.", no_args_is_help=True)
 model_app = typer.Typer(help="Inspect models.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -31,12 +35,17 @@ _state = {"debug": False}
 
 
 @app.callback()
-def main(debug: Annotated[bool, typer.Option(help="Show tracebacks of errors.")] = False,
-         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+def main(
+    debug: Annotated[bool, typer.Option(help="Show tracebacks of errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
     _state["debug"] = debug
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)])
-    for noisy in ("jax", "absl", "numcodecs", "fsspec", "asyncio", "matplotlib", "cfgrib"):
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
+    )
+    for noisy in ("jax", "jcm", "absl", "numcodecs", "fsspec", "asyncio", "matplotlib", "cfgrib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -65,7 +74,9 @@ def _triple(text: str, name: str) -> tuple[int, int, int]:
     except ValueError:
         values = ()
     if len(values) != 3 or min(values) < 1:
-        raise AtmorepError(f"--{name} must be three positive integers 'time,latitude,longitude', got '{text}'")
+        raise AtmorepError(
+            f"--{name} must be three positive integers 'time,latitude,longitude', got '{text}'"
+        )
     return values  # type: ignore[return-value]
 
 
@@ -92,7 +103,9 @@ def data_simulate(
     start: Annotated[str, typer.Option(help="First output date (ISO).")] = "2000-01-01",
     days: Annotated[float, typer.Option(help="Length of the output period in days.")] = 30.0,
     interval: Annotated[int, typer.Option(help="Output interval in hours.")] = 1,
-    levels: Annotated[str | None, typer.Option(help="Sigma levels, comma-separated (default: all 8).")] = None,
+    levels: Annotated[
+        str | None, typer.Option(help="Sigma levels, comma-separated (default: all 8).")
+    ] = None,
     spinup_days: Annotated[float, typer.Option(help="Spin-up before the first output.")] = 30.0,
     seed: Annotated[int, typer.Option(help="Seed of the initial-state perturbation.")] = 0,
     perturbation: Annotated[float, typer.Option(help="Amplitude of the perturbation.")] = 1e-3,
@@ -101,8 +114,15 @@ def data_simulate(
     """Make the embedded default corpus with the jcm general circulation model (offline)."""
     from atmorep.data.simulate import SimulationSpec, simulate
 
-    spec_args = dict(start=start, days=days, output_interval_hours=interval, spinup_days=spinup_days,
-                     seed=seed, perturbation=perturbation, chunk_days=chunk_days)
+    spec_args = dict(
+        start=start,
+        days=days,
+        output_interval_hours=interval,
+        spinup_days=spinup_days,
+        seed=seed,
+        perturbation=perturbation,
+        chunk_days=chunk_days,
+    )
     parsed = _floats(levels, "levels")
     if parsed:
         spec_args["levels"] = tuple(parsed)
@@ -113,11 +133,17 @@ def data_simulate(
 @data_app.command("prepare")
 @friendly_errors
 def data_prepare(
-    sources: Annotated[list[str], typer.Argument(help="Input files/URLs (zarr, netCDF, GRIB), then the output store.")],
-    fields: Annotated[str | None, typer.Option(help="Fields to keep, e.g. t,u,v (default: all known).")] = None,
+    sources: Annotated[
+        list[str], typer.Argument(help="Input files/URLs (zarr, netCDF, GRIB), then the output store.")
+    ],
+    fields: Annotated[
+        str | None, typer.Option(help="Fields to keep, e.g. t,u,v (default: all known).")
+    ] = None,
     levels: Annotated[str | None, typer.Option(help="Levels to keep (default: all).")] = None,
     member: Annotated[str | None, typer.Option(help="Ensemble member index, or 'all' to keep them.")] = None,
-    box: Annotated[str, typer.Option(help="Box size time,lat,lon in grid points (sets chunking).")] = "36,54,108",
+    box: Annotated[
+        str, typer.Option(help="Box size time,lat,lon in grid points (sets chunking).")
+    ] = "36,54,108",
     chunk_fraction: Annotated[int, typer.Option(help="Chunks are box / fraction along each axis.")] = 2,
     local_statistics: Annotated[bool, typer.Option(help="Also per-month local statistics.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output store.")] = False,
@@ -133,8 +159,17 @@ def data_prepare(
         if not member.isdigit():
             raise AtmorepError(f"--member must be an index or 'all', got '{member}'")
         chosen_member = int(member)
-    path = prepare(inputs, out, fields=_names(fields), levels=_floats(levels, "levels"), member=chosen_member,
-                   box=_triple(box, "box"), chunk_fraction=chunk_fraction, local_statistics=local_statistics, overwrite=overwrite)
+    path = prepare(
+        inputs,
+        out,
+        fields=_names(fields),
+        levels=_floats(levels, "levels"),
+        member=chosen_member,
+        box=_triple(box, "box"),
+        chunk_fraction=chunk_fraction,
+        local_statistics=local_statistics,
+        overwrite=overwrite,
+    )
     console.print(f"prepared store written to [bold]{path}[/]")
     from atmorep.data.describe import describe_store
 
@@ -178,8 +213,9 @@ def data_sample(
     """Draw batches of boxes and print what they hold (a sampling demonstration)."""
     from atmorep.data.demo import sample_demo
 
-    console.print(sample_demo(stores, _names(fields), _triple(box, "box"), boxes_per_window, batches, workers,
-                              seed))
+    console.print(
+        sample_demo(stores, _names(fields), _triple(box, "box"), boxes_per_window, batches, workers, seed)
+    )
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -192,8 +228,8 @@ def model_info(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
 ) -> None:
     """Print parameter counts and shapes of a model without allocating it (meta device)."""
-    from atmorep.model.info import describe_model
     from atmorep.config import preset_config
+    from atmorep.model.info import describe_model
 
     console.print(describe_model(preset_config(preset, overrides or [])))
 
@@ -204,20 +240,54 @@ def model_info(
 @app.command("quickstart")
 @friendly_errors
 def quickstart(
-    root: Annotated[Path, typer.Option(help="Working directory for data and runs.")] = Path("atmorep-quickstart"),
+    root: Annotated[Path, typer.Option(help="Working directory for data and runs.")] = Path(
+        "atmorep-quickstart"
+    ),
     train_minutes: Annotated[float, typer.Option(help="Wall-clock bound of training.")] = 15.0,
     train_days: Annotated[float, typer.Option(help="Simulated days of the training period.")] = 90.0,
     eval_days: Annotated[float, typer.Option(help="Simulated days of validation and test periods.")] = 15.0,
     spinup_days: Annotated[float, typer.Option(help="Simulator spin-up before each period.")] = 20.0,
-    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the tiny config.")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="key=value overrides of the tiny config.")
+    ] = None,
 ) -> None:
     """Simulate, prepare, sample and train on the embedded default corpus (re-runs reuse finished steps)."""
     from atmorep.quickstart import Period, QuickstartPlan, run
 
-    periods = (Period("train", "2000-01-01", train_days, 1), Period("validation", "2001-01-01", eval_days, 2),
-               Period("test", "2002-01-01", eval_days, 3))
-    run(QuickstartPlan(root=root, periods=periods, train_minutes=train_minutes, spinup_days=spinup_days,
-                       overrides=tuple(overrides or ())), console)
+    periods = (
+        Period("train", "2000-01-01", train_days, 1),
+        Period("validation", "2001-01-01", eval_days, 2),
+        Period("test", "2002-01-01", eval_days, 3),
+    )
+    run(
+        QuickstartPlan(
+            root=root,
+            periods=periods,
+            train_minutes=train_minutes,
+            spinup_days=spinup_days,
+            overrides=tuple(overrides or ()),
+        ),
+        console,
+    )
+
+
+# ------------------------------------------------------------------------------------------ train
+
+
+@app.command("train")
+@friendly_errors
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Run configuration (YAML).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue exactly from run_dir/checkpoint.")] = False,
+) -> None:
+    """Train a model on one CPU or GPU, or on many under torchrun (see docs/training.md)."""
+    from atmorep.runtime import distributed_env
+    from atmorep.train.cli_support import summarise_result, train_command
+
+    result = train_command(config, overrides or [], resume=resume)
+    if distributed_env().is_main:
+        console.print(summarise_result(result))
 
 
 def run() -> None:  # pragma: no cover - console script entry point for python -m

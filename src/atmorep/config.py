@@ -141,6 +141,7 @@ class TrainConfig(_Strict):
     forecast_tokens: int = Field(1, ge=1)  # time tokens masked at the end of the box
     losses: dict[str, float] = {"crps_fair": 1.0, "mse_member": 0.1}
     latitude_weighting: bool = True
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: CUDA > MPS > CPU (atmorep.runtime)
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     compile: bool = False
     distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
@@ -173,8 +174,10 @@ class RunConfig(_Strict):
                 raise ValueError(f"fields.{f.name}.coupled_with names unknown fields {unknown}")
             for axis, box, token in zip(("time", "latitude", "longitude"), self.data.box.shape, f.token_size):
                 if box % token:
-                    raise ValueError(f"fields.{f.name}.token_size: box {axis} size {box} is not a multiple of "
-                                     f"the token size {token}")
+                    raise ValueError(
+                        f"fields.{f.name}.token_size: box {axis} size {box} is not a multiple of "
+                        f"the token size {token}"
+                    )
         if not any(f.predicted for f in self.fields):
             raise ValueError("fields: at least one field must have predicted: true")
         return self
@@ -298,8 +301,18 @@ def preset_config(name_or_path: str, overrides: Sequence[str] = ()) -> RunConfig
     """A config from a YAML file, or the paper's field set with the model preset ``name``."""
     if Path(name_or_path).suffix in (".yaml", ".yml") or Path(name_or_path).is_file():
         return load_config(name_or_path, overrides)
-    fields = [{"name": f, "levels": PAPER_LEVELS, "token_size": [3, 9, 9],
-               "coupled_with": [o for o in PAPER_FIELDS if o != f]} for f in PAPER_FIELDS]
-    data = {"fields": fields, "data": {"box": {"time": 36, "latitude": 54, "longitude": 108}},
-            "model": {"preset": name_or_path}}
+    fields = [
+        {
+            "name": f,
+            "levels": PAPER_LEVELS,
+            "token_size": [3, 9, 9],
+            "coupled_with": [o for o in PAPER_FIELDS if o != f],
+        }
+        for f in PAPER_FIELDS
+    ]
+    data = {
+        "fields": fields,
+        "data": {"box": {"time": 36, "latitude": 54, "longitude": 108}},
+        "model": {"preset": name_or_path},
+    }
     return resolve_config(data, overrides, source=f"preset '{name_or_path}'")

@@ -2,8 +2,8 @@
 
 Use it with ``DataLoader(dataset, batch_size=None, num_workers=n)``: each item is a whole batch.
 Worker ``w`` of ``n`` produces the global batch indices ``start + w, start + w + n, ...`` (global
-index = epoch * batches_per_epoch + batch), and the data loader returns them in index order, so the stream of batches is the same for any number of
-workers (see ``atmorep.data.sampler`` for the seeding).
+index = epoch * batches_per_epoch + batch), and the data loader returns them in index order,
+so the stream of batches is the same for any number of workers (see ``atmorep.data.sampler`` for the seeding).
 
 NaN policy (``data.nan_policy``): ``"skip"`` (default) discards a box that holds any NaN or inf in
 any field and draws a replacement from the same stream (deterministically), raising a DataError if
@@ -56,21 +56,39 @@ class BoxDataset(IterableDataset):
         statistics: normalisation statistics (default: those of the first store).
     """
 
-    def __init__(self, paths: Sequence[str], fields: Sequence[FieldConfig], data: DataConfig, *,
-                 seed: int = 0, rank: int = 0, state: SamplerState | None = None,
-                 statistics: Statistics | None = None):
+    def __init__(
+        self,
+        paths: Sequence[str],
+        fields: Sequence[FieldConfig],
+        data: DataConfig,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        state: SamplerState | None = None,
+        statistics: Statistics | None = None,
+    ):
         super().__init__()
         self.stores = [Store(p) for p in paths]
         self.fields = list(fields)
         self.data = data
         self.state = state or SamplerState()
         self.statistics = statistics or self.stores[0].statistics
-        self.sampler = BoxSampler(self.stores, data.box.shape, boxes_per_window=data.boxes_per_window,
-                                  windows_per_batch=data.windows_per_batch, time_step=data.time_step,
-                                  seed=seed, rank=rank)
-        self.level_index = [{f.name: s.level_indices(f.name, f.levels) for f in self.fields} for s in self.stores]
-        self.levels = {f.name: tuple(self.stores[0].field_levels(f.name)[i] for i in self.level_index[0][f.name])
-                       for f in self.fields}
+        self.sampler = BoxSampler(
+            self.stores,
+            data.box.shape,
+            boxes_per_window=data.boxes_per_window,
+            windows_per_batch=data.windows_per_batch,
+            time_step=data.time_step,
+            seed=seed,
+            rank=rank,
+        )
+        self.level_index = [
+            {f.name: s.level_indices(f.name, f.levels) for f in self.fields} for s in self.stores
+        ]
+        self.levels = {
+            f.name: tuple(self.stores[0].field_levels(f.name)[i] for i in self.level_index[0][f.name])
+            for f in self.fields
+        }
         self._scales = self._normalisation()
 
     def _normalisation(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -100,25 +118,36 @@ class BoxDataset(IterableDataset):
                 if read is not None:
                     break
                 if self.data.nan_policy == "error" or attempt == self.data.max_redraws:
-                    raise DataError(f"store '{self.stores[box.store].path}': box at time index {box.index.time}, "
-                                    f"latitude row {box.index.latitude}, longitude column {box.index.longitude} "
-                                    f"holds NaN (nan_policy={self.data.nan_policy}, {attempt} redraws)")
+                    raise DataError(
+                        f"store '{self.stores[box.store].path}': box at time index {box.index.time}, "
+                        f"latitude row {box.index.latitude}, longitude column {box.index.longitude} "
+                        f"holds NaN (nan_policy={self.data.nan_policy}, {attempt} redraws)"
+                    )
                 skipped += 1
                 box = self.sampler.draw_box(rng, box.store, box.index.member, box.index.time)
             boxes.append(box)
             for name, value in read.items():
                 values[name].append(value)
         fields = {name: torch.from_numpy(np.stack(v)) for name, v in values.items()}  # [B, L, T, H, W]
-        return Batch(fields, self._metadata(boxes), normalised=True,
-                     extras={"skipped_boxes": torch.full((len(boxes),), skipped, dtype=torch.int64)})
+        return Batch(
+            fields,
+            self._metadata(boxes),
+            normalised=True,
+            extras={"skipped_boxes": torch.full((len(boxes),), skipped, dtype=torch.int64)},
+        )
 
     def _read(self, box: SampledBox) -> dict[str, np.ndarray] | None:
         """Normalised ``[L, T, H, W]`` per field, or None if any value is not finite."""
         store = self.stores[box.store]
         out = {}
         for f in self.fields:
-            raw = store.read_box(f.name, box.index, self.data.box.shape, self.data.time_step,
-                                 self.level_index[box.store][f.name])
+            raw = store.read_box(
+                f.name,
+                box.index,
+                self.data.box.shape,
+                self.data.time_step,
+                self.level_index[box.store][f.name],
+            )
             if not np.isfinite(raw).all():
                 return None
             mean, std = self._scales[f.name]
@@ -128,18 +157,29 @@ class BoxDataset(IterableDataset):
     def _metadata(self, boxes: list[SampledBox]) -> BatchMetadata:
         times, lats, lons = [], [], []
         for box in boxes:
-            time, lat, lon = self.stores[box.store].box_coordinates(box.index, self.data.box.shape,
-                                                                    self.data.time_step)
+            time, lat, lon = self.stores[box.store].box_coordinates(
+                box.index, self.data.box.shape, self.data.time_step
+            )
             times.append((time - EPOCH).astype(np.int64))
             lats.append(lat)
             lons.append(lon)
         store = self.stores[0]
-        return BatchMetadata(time=torch.from_numpy(np.stack(times)), latitude=torch.from_numpy(np.stack(lats)),
-                             longitude=torch.from_numpy(np.stack(lons)), levels=self.levels,
-                             level_kind=store.level_kind, resolution=store.resolution)
+        return BatchMetadata(
+            time=torch.from_numpy(np.stack(times)),
+            latitude=torch.from_numpy(np.stack(lats)),
+            longitude=torch.from_numpy(np.stack(lons)),
+            levels=self.levels,
+            level_kind=store.level_kind,
+            resolution=store.resolution,
+        )
 
 
 def make_loader(dataset: BoxDataset, num_workers: int = 0) -> DataLoader:
     """A data loader that passes whole batches through (``batch_size=None``)."""
-    return DataLoader(dataset, batch_size=None, num_workers=num_workers,
-                      persistent_workers=num_workers > 0, prefetch_factor=2 if num_workers > 0 else None)
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=2 if num_workers > 0 else None,
+    )

@@ -18,12 +18,17 @@ def describe_store(path) -> Group:
     lat, lon = store.latitude, store.longitude
     summary = Table(title=f"store {store.path}", show_header=False, box=None)
     summary.add_row("period", f"{time[0]} .. {time[-1]} ({time.size} steps of {step})")
-    summary.add_row("grid", f"{lat.size} latitudes {lat[0]:g}..{lat[-1]:g}, {lon.size} longitudes "
-                            f"{lon[0]:g}..{lon[-1]:g} (resolution {store.resolution:.3g} deg)")
+    summary.add_row(
+        "grid",
+        f"{lat.size} latitudes {lat[0]:g}..{lat[-1]:g}, {lon.size} longitudes "
+        f"{lon[0]:g}..{lon[-1]:g} (resolution {store.resolution:.3g} deg)",
+    )
     summary.add_row("levels", f"{store.level_kind.value}: {', '.join(f'{v:g}' for v in store.level) or '-'}")
     summary.add_row("members", str(store.members))
     nan = json.loads(store.attrs.get("atmorep_nan_report", "{}"))
-    summary.add_row("NaN", ", ".join(f"{k}: {v['fraction']:.3g} ({v['where']})" for k, v in nan.items()) or "none")
+    summary.add_row(
+        "NaN", ", ".join(f"{k}: {v['fraction']:.3g} ({v['where']})" for k, v in nan.items()) or "none"
+    )
     fields = Table(title="fields")
     for column in ("field", "units", "dims", "chunks", "level", "mean", "std"):
         fields.add_column(column, justify="right" if column in ("mean", "std") else "left")
@@ -34,7 +39,13 @@ def describe_store(path) -> Group:
         chunks = "x".join(map(str, array.chunks))
         for i, level in enumerate(stats[name].levels):
             first = i == 0
-            fields.add_row(name if first else "", array.attrs.get("units", "") if first else "",
-                           dims if first else "", chunks if first else "", f"{level:g}",
-                           f"{stats[name].mean[i]:.5g}", f"{stats[name].std[i]:.5g}")
+            fields.add_row(
+                name if first else "",
+                array.attrs.get("units", "") if first else "",
+                dims if first else "",
+                chunks if first else "",
+                f"{level:g}",
+                f"{stats[name].mean[i]:.5g}",
+                f"{stats[name].std[i]:.5g}",
+            )
     return Group(summary, fields)

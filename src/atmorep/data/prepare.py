@@ -44,10 +44,18 @@ def chunk_shape(box: Sequence[int], grid: Sequence[int], fraction: int = 2) -> t
     return tuple(max(1, min(n, math.ceil(b / fraction))) for b, n in zip(box, grid))  # type: ignore[return-value]
 
 
-def prepare(sources: Sequence[str | Path], out: str | Path, *, fields: Sequence[str] | None = None,
-            levels: Sequence[float] | None = None, member: int | str | None = None,
-            box: Sequence[int] = (36, 54, 108), chunk_fraction: int = 2, local_statistics: bool = False,
-            overwrite: bool = False) -> Path:
+def prepare(
+    sources: Sequence[str | Path],
+    out: str | Path,
+    *,
+    fields: Sequence[str] | None = None,
+    levels: Sequence[float] | None = None,
+    member: int | str | None = None,
+    box: Sequence[int] = (36, 54, 108),
+    chunk_fraction: int = 2,
+    local_statistics: bool = False,
+    overwrite: bool = False,
+) -> Path:
     """Write a prepared store from one or more source files or URLs.
 
     Args:
@@ -70,13 +78,27 @@ def prepare(sources: Sequence[str | Path], out: str | Path, *, fields: Sequence[
     if out.exists() and not overwrite:
         raise DataError(f"output store '{out}' already exists (use --overwrite to replace it)")
     ds = open_dataset([str(s) for s in sources], fields=fields, levels=levels, member=member)
-    return prepare_dataset(ds, out, box=box, chunk_fraction=chunk_fraction, local_statistics=local_statistics,
-                           overwrite=overwrite, origin=", ".join(map(str, sources)))
+    return prepare_dataset(
+        ds,
+        out,
+        box=box,
+        chunk_fraction=chunk_fraction,
+        local_statistics=local_statistics,
+        overwrite=overwrite,
+        origin=", ".join(map(str, sources)),
+    )
 
 
-def prepare_dataset(ds: xr.Dataset, out: str | Path, *, box: Sequence[int] = (36, 54, 108),
-                    chunk_fraction: int = 2, local_statistics: bool = False, overwrite: bool = False,
-                    origin: str = "<dataset>") -> Path:
+def prepare_dataset(
+    ds: xr.Dataset,
+    out: str | Path,
+    *,
+    box: Sequence[int] = (36, 54, 108),
+    chunk_fraction: int = 2,
+    local_statistics: bool = False,
+    overwrite: bool = False,
+    origin: str = "<dataset>",
+) -> Path:
     """Write a prepared store from a dataset already in the internal convention (see :func:`prepare`)."""
     out = Path(out)
     if out.exists() and not overwrite:
@@ -88,15 +110,24 @@ def prepare_dataset(ds: xr.Dataset, out: str | Path, *, box: Sequence[int] = (36
         written = xr.open_zarr(tmp, consolidated=True)
         statistics = compute_statistics(written)
         report = nan_report(written)
-        attrs = {"atmorep_statistics": json.dumps(statistics.to_dict()),
-                 "atmorep_nan_report": json.dumps(report), "atmorep_sources": origin}
+        attrs = {
+            "atmorep_statistics": json.dumps(statistics.to_dict()),
+            "atmorep_nan_report": json.dumps(report),
+            "atmorep_sources": origin,
+        }
         if local_statistics:
-            compute_local_statistics(written).to_zarr(tmp, group="local_statistics", mode="w",
-                                                      consolidated=False, zarr_format=3)
+            compute_local_statistics(written).to_zarr(
+                tmp, group="local_statistics", mode="w", consolidated=False, zarr_format=3
+            )
         _finalise(tmp, attrs)
     for name, entry in report.items():
-        log.warning("field '%s' holds NaN: %.3g of its values (%s); boxes with NaN are skipped when "
-                    "sampling (data.nan_policy)", name, entry["fraction"], entry["where"])
+        log.warning(
+            "field '%s' holds NaN: %.3g of its values (%s); boxes with NaN are skipped when "
+            "sampling (data.nan_policy)",
+            name,
+            entry["fraction"],
+            entry["where"],
+        )
     return out
 
 
@@ -119,9 +150,16 @@ def _write(ds: xr.Dataset, path: Path, chunks: tuple[int, int, int]) -> None:
         target = {dim: sizes[dim] for dim in var.dims}
         var = var.astype(np.float32).chunk(target)
         spec = field_spec(str(name))
-        var.attrs = {"units": spec.units, "long_name": spec.long_name.replace("_", " "),
-                     "standard_name": spec.standard_name, **var.attrs}
-        encoding[name] = {"chunks": tuple(var.chunks[i][0] for i in range(var.ndim)), "compressors": (COMPRESSOR,)}
+        var.attrs = {
+            "units": spec.units,
+            "long_name": spec.long_name.replace("_", " "),
+            "standard_name": spec.standard_name,
+            **var.attrs,
+        }
+        encoding[name] = {
+            "chunks": tuple(var.chunks[i][0] for i in range(var.ndim)),
+            "compressors": (COMPRESSOR,),
+        }
         var.encoding = {}
         variables[name] = var
     out = xr.Dataset(variables, coords={k: v for k, v in ds.coords.items() if k in ds.dims}, attrs=ds.attrs)
@@ -136,13 +174,23 @@ def _finalise(path: Path, attrs: dict) -> None:
     import zarr
 
     group = zarr.open_group(path, mode="r+")
-    fields = [name for name, array in group.arrays() if name not in ("time", "level", "latitude", "longitude",
-                                                                     "member")]
+    fields = [
+        name
+        for name, array in group.arrays()
+        if name not in ("time", "level", "latitude", "longitude", "member")
+    ]
     level_kind = group["level"].attrs.get("level_kind", "pressure") if "level" in group else "surface"
     members = group["member"].shape[0] if "member" in group else 1
-    group.attrs.update({**attrs, "atmorep_fields": sorted(fields), "atmorep_level_kind": level_kind,
-                        "atmorep_members": int(members), "atmorep_format": STORE_FORMAT,
-                        "Conventions": "CF-1.8"})
+    group.attrs.update(
+        {
+            **attrs,
+            "atmorep_fields": sorted(fields),
+            "atmorep_level_kind": level_kind,
+            "atmorep_members": int(members),
+            "atmorep_format": STORE_FORMAT,
+            "Conventions": "CF-1.8",
+        }
+    )
     zarr.consolidate_metadata(path)
 
 
@@ -154,8 +202,9 @@ def update_statistics(path: str | Path, local_statistics: bool = False) -> Path:
     ds = xr.open_zarr(store.path, consolidated=True)
     statistics = compute_statistics(ds)
     if local_statistics:
-        compute_local_statistics(ds).to_zarr(store.path, group="local_statistics", mode="w",
-                                             consolidated=False, zarr_format=3)
+        compute_local_statistics(ds).to_zarr(
+            store.path, group="local_statistics", mode="w", consolidated=False, zarr_format=3
+        )
     group = zarr.open_group(store.path, mode="r+")
     group.attrs["atmorep_statistics"] = json.dumps(statistics.to_dict())
     zarr.consolidate_metadata(store.path)

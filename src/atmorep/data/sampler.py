@@ -39,8 +39,17 @@ class SampledBox:
 class BoxSampler:
     """Draws box positions; knows nothing about values (see ``atmorep.data.dataset``)."""
 
-    def __init__(self, stores: Sequence[Store], box: tuple[int, int, int], *, boxes_per_window: int,
-                 windows_per_batch: int = 1, time_step: int = 1, seed: int = 0, rank: int = 0):
+    def __init__(
+        self,
+        stores: Sequence[Store],
+        box: tuple[int, int, int],
+        *,
+        boxes_per_window: int,
+        windows_per_batch: int = 1,
+        time_step: int = 1,
+        seed: int = 0,
+        rank: int = 0,
+    ):
         if not stores:
             raise DataError("no stores to sample from")
         self.stores = list(stores)
@@ -55,9 +64,11 @@ class BoxSampler:
         for store in self.stores:
             span = (t - 1) * time_step + 1
             if span > store.time.size or h > store.latitude.size or w > store.longitude.size:
-                raise DataError(f"store '{store.path}': box (time {span}, latitude {h}, longitude {w}) does not "
-                                f"fit the grid (time {store.time.size}, latitude {store.latitude.size}, "
-                                f"longitude {store.longitude.size})")
+                raise DataError(
+                    f"store '{store.path}': box (time {span}, latitude {h}, longitude {w}) does not "
+                    f"fit the grid (time {store.time.size}, latitude {store.latitude.size}, "
+                    f"longitude {store.longitude.size})"
+                )
             self._windows.append(store.time.size - span + 1)
         self._store_probability = np.asarray(self._windows, dtype=np.float64) / sum(self._windows)
         self._centres = [_row_centres(s.latitude, h) for s in self.stores]
@@ -99,5 +110,5 @@ class BoxSampler:
 def _row_centres(latitude: np.ndarray, height: int) -> np.ndarray:
     """Centre latitude of a box of ``height`` rows starting at each admissible row (ascending)."""
     first = latitude[: latitude.size - height + 1]
-    last = latitude[height - 1:]
+    last = latitude[height - 1 :]
     return 0.5 * (first + last)

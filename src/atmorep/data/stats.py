@@ -63,14 +63,16 @@ def nan_report(ds: xr.Dataset) -> dict[str, dict]:
             continue
         var = ds[name]
         isnan = var.isnull()
-        other = lambda keep: [d for d in var.dims if d != keep]  # noqa: E731
-        any_time, any_lat, any_lon = dask.compute(isnan.any(other("time")), isnan.any(other("latitude")),
-                                                  isnan.any(other("longitude")))
+        any_time, any_lat, any_lon = dask.compute(
+            *(isnan.any([d for d in var.dims if d != keep]) for keep in ("time", "latitude", "longitude"))
+        )
         times = ds["time"].values[any_time.values]
         lats = ds["latitude"].values[any_lat.values]
         lons = ds["longitude"].values[any_lon.values]
-        where = (f"{times.size} time steps from {str(times[0])[:19]}, latitude {lats.min():g}..{lats.max():g}, "
-                 f"longitude {lons.min():g}..{lons.max():g}")
+        where = (
+            f"{times.size} time steps from {str(times[0])[:19]}, latitude {lats.min():g}..{lats.max():g}, "
+            f"longitude {lons.min():g}..{lons.max():g}"
+        )
         report[str(name)] = {"fraction": count / var.size, "count": count, "where": where}
     return report
 

@@ -50,8 +50,10 @@ class Store:
         group = self._group
         attrs = dict(group.attrs)
         if attrs.get("atmorep_format") != STORE_FORMAT:
-            raise DataError(f"'{self.path}' is not a complete atmorep store (missing attribute "
-                            f"atmorep_format={STORE_FORMAT!r}; make one with `atmorep data prepare`)")
+            raise DataError(
+                f"'{self.path}' is not a complete atmorep store (missing attribute "
+                f"atmorep_format={STORE_FORMAT!r}; make one with `atmorep data prepare`)"
+            )
         self.attrs = attrs
         self.fields: tuple[str, ...] = tuple(attrs["atmorep_fields"])
         self.level_kind = LevelKind(attrs.get("atmorep_level_kind", "pressure"))
@@ -128,8 +130,10 @@ class Store:
         for level in levels:
             matches = np.flatnonzero(np.isclose(available, level))
             if matches.size == 0:
-                raise DataError(f"store '{self.path}': field '{field}' has no level {level} "
-                                f"(available: {list(available)})")
+                raise DataError(
+                    f"store '{self.path}': field '{field}' has no level {level} "
+                    f"(available: {list(available)})"
+                )
             index.append(int(matches[0]))
         return index
 
@@ -137,8 +141,14 @@ class Store:
         if field not in self.fields:
             raise DataError(f"store '{self.path}' has no field '{field}' (available: {list(self.fields)})")
 
-    def read_box(self, field: str, box: BoxIndex, shape: tuple[int, int, int], time_step: int = 1,
-                 levels: list[int] | None = None) -> np.ndarray:
+    def read_box(
+        self,
+        field: str,
+        box: BoxIndex,
+        shape: tuple[int, int, int],
+        time_step: int = 1,
+        levels: list[int] | None = None,
+    ) -> np.ndarray:
         """Read one field's box.
 
         Args:
@@ -176,13 +186,15 @@ class Store:
     def box_coordinates(self, box: BoxIndex, shape: tuple[int, int, int], time_step: int = 1):
         """``(time [T] datetime64[s], latitude [H], longitude [W])`` of a box."""
         t, h, w = shape
-        time = self.time[box.time: box.time + (t - 1) * time_step + 1: time_step]
-        lat = self.latitude[box.latitude: box.latitude + h]
+        time = self.time[box.time : box.time + (t - 1) * time_step + 1 : time_step]
+        lat = self.latitude[box.latitude : box.latitude + h]
         lon = self.longitude[(box.longitude + np.arange(w)) % self.longitude.size]
         return time, lat, lon
 
 
-def _read_levels(array: zarr.Array, lead: tuple, times: slice, levels, lats: slice, lons: slice) -> np.ndarray:
+def _read_levels(
+    array: zarr.Array, lead: tuple, times: slice, levels, lats: slice, lons: slice
+) -> np.ndarray:
     if isinstance(levels, slice):
         values = array[(*lead, times, levels, lats, lons)]  # [T, L, H, W]
     else:

@@ -23,13 +23,16 @@ class TokenError(AtmorepError, ValueError):
     """A box does not split into whole tokens."""
 
 
-def token_grid(box_shape: tuple[int, int, int], token_size: tuple[int, int, int],
-               field: str = "?") -> tuple[int, int, int]:
+def token_grid(
+    box_shape: tuple[int, int, int], token_size: tuple[int, int, int], field: str = "?"
+) -> tuple[int, int, int]:
     """Number of tokens ``(nT, nH, nW)`` along each axis; raises TokenError if they do not fit."""
     grid = []
     for axis, size, token in zip(("time", "latitude", "longitude"), box_shape, token_size):
         if token < 1 or size % token:
-            raise TokenError(f"field '{field}': box {axis} size {size} is not a multiple of token size {token}")
+            raise TokenError(
+                f"field '{field}': box {axis} size {size} is not a multiple of token size {token}"
+            )
         grid.append(size // token)
     return tuple(grid)  # type: ignore[return-value]
 

@@ -1,0 +1,212 @@
+"""Checkpoints that explain themselves.
+
+A checkpoint is a directory that inference can use with nothing else:
+
+=====================  ===================================================================
+``model.safetensors``  the weights: full float state dict keyed by parameter name
+``config.yaml``        the resolved run configuration (fields with their levels, model, data)
+``statistics.json``    the normalisation statistics (mean, std per field and level)
+``meta.json``          format name and version, step, fields, levels, level kind, box, token
+                       sizes, grid resolution, parameter count, package versions, time
+``train_state.pt``     training checkpoints only: optimiser, scheduler, loss scaler, every
+                       rank's random generator states, sampler state, step, metrics history
+=====================  ===================================================================
+
+Directories are written atomically (:func:`atmorep.io.atomic_directory`): a reader sees the old
+complete checkpoint or the new one, never a mixture, even if the writer is killed.
+
+Old formats keep loading through small named migrations: :data:`MIGRATIONS` maps a format
+version ``v`` to a function that turns the contents of a version-``v`` checkpoint into those of
+version ``v + 1``; :func:`read_checkpoint` applies them in turn up to :data:`FORMAT_VERSION`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from atmorep.config import RunConfig, resolve_config
+from atmorep.data.statistics import Statistics
+from atmorep.errors import AtmorepError
+from atmorep.io import atomic_directory, temporary_sibling
+from atmorep.model.multiformer import MultiFormer, build_model
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "atmorep-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG, STATISTICS, META, TRAIN_STATE = (
+    "model.safetensors", "config.yaml", "statistics.json", "meta.json", "train_state.pt")
+CHECKPOINT_DIR = "checkpoint"  # the latest checkpoint of a run: run_dir / CHECKPOINT_DIR
+
+
+class CheckpointError(AtmorepError, ValueError):
+    """A checkpoint is missing, incomplete, of an unknown format, or does not fit its model."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The inference-relevant contents of a checkpoint, in plain form (what migrations act on).
+
+    Attributes:
+        weights: parameter name -> tensor.
+        config: the run configuration as a plain dict.
+        statistics: the statistics as :meth:`Statistics.to_dict` gives them.
+        meta: the description written to ``meta.json``.
+    """
+
+    weights: dict[str, torch.Tensor]
+    config: dict
+    statistics: dict
+    meta: dict
+
+    @property
+    def step(self) -> int:
+        return int(self.meta.get("step", 0))
+
+
+Migration = Callable[[Checkpoint], Checkpoint]
+MIGRATIONS: dict[int, Migration] = {}
+
+
+def register_migration(version: int) -> Callable[[Migration], Migration]:
+    """Register a function upgrading a version-``version`` checkpoint to ``version + 1``."""
+
+    def register(function: Migration) -> Migration:
+        MIGRATIONS[version] = function
+        return function
+
+    return register
+
+
+def migrate(checkpoint: Checkpoint, where: str = "checkpoint") -> Checkpoint:
+    """Apply the registered migrations up to :data:`FORMAT_VERSION`."""
+    version = int(checkpoint.meta.get("version", 0))
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{where}: format version {version} is newer than this atmorep reads "
+                              f"({FORMAT_VERSION}); upgrade atmorep")
+    while version < FORMAT_VERSION:
+        if version not in MIGRATIONS:
+            raise CheckpointError(f"{where}: no migration from checkpoint format version {version}")
+        checkpoint = MIGRATIONS[version](checkpoint)
+        version += 1
+        checkpoint = replace(checkpoint, meta={**checkpoint.meta, "version": version})
+        logger.info("%s: migrated to checkpoint format version %d", where, version)
+    return checkpoint
+
+
+def checkpoint_meta(config: RunConfig, step: int, levels: Mapping[str, tuple[float, ...]], *,
+                    level_kind: str, resolution: float, parameters: int, **extra: object) -> dict:
+    """The ``meta.json`` description of a checkpoint of ``config`` at ``step``."""
+    import atmorep
+
+    return {
+        "format": FORMAT, "version": FORMAT_VERSION, "step": int(step),
+        "fields": [f.name for f in config.fields],
+        "predicted": [f.name for f in config.fields if f.predicted],
+        "levels": {name: [float(v) for v in values] for name, values in levels.items()},
+        "level_kind": level_kind, "resolution": float(resolution),
+        "box": list(config.data.box.shape), "time_step": config.data.time_step,
+        "token_size": {f.name: list(f.token_size) for f in config.fields},
+        "parameters": int(parameters), "atmorep_version": getattr(atmorep, "__version__", "unknown"),
+        "torch_version": torch.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def write_checkpoint(directory: str | Path, checkpoint: Checkpoint, train_state: dict | None = None) -> Path:
+    """Write (or atomically replace) the checkpoint directory ``directory``."""
+    directory = Path(directory)
+    weights = {name: value.detach().cpu().contiguous().clone() for name, value in checkpoint.weights.items()}
+    with atomic_directory(directory, overwrite=True) as tmp:
+        tmp.mkdir(parents=True)
+        save_file(weights, str(tmp / WEIGHTS), metadata={"format": FORMAT, "version": str(FORMAT_VERSION)})
+        (tmp / CONFIG).write_text(yaml.safe_dump(checkpoint.config, sort_keys=False))
+        (tmp / STATISTICS).write_text(json.dumps(checkpoint.statistics, indent=1))
+        if train_state is not None:
+            torch.save(train_state, tmp / TRAIN_STATE)
+        (tmp / META).write_text(json.dumps(checkpoint.meta, indent=1))  # last: marks completeness
+    return directory
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file '{path}' is missing")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"checkpoint file '{path}' is not valid JSON: {error}") from None
+
+
+def read_checkpoint(directory: str | Path) -> Checkpoint:
+    """Read a checkpoint directory and migrate it to the current format."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint '{directory}' does not exist or is not a directory")
+    meta = _read_json(directory / META)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"'{directory / META}' does not describe an atmorep checkpoint "
+                              f"(format {meta.get('format')!r}, expected {FORMAT!r})")
+    try:
+        weights = load_file(str(directory / WEIGHTS))
+    except (FileNotFoundError, SafetensorError, OSError) as error:
+        raise CheckpointError(f"cannot read weights '{directory / WEIGHTS}': {error}") from None
+    config_path = directory / CONFIG
+    if not config_path.is_file():
+        raise CheckpointError(f"checkpoint file '{config_path}' is missing")
+    config = yaml.safe_load(config_path.read_text())
+    statistics = _read_json(directory / STATISTICS)
+    return migrate(Checkpoint(weights, config, statistics, meta), where=str(directory))
+
+
+def read_train_state(directory: str | Path) -> dict:
+    """The training state of a checkpoint (optimiser, scheduler, RNG, sampler, step, metrics)."""
+    path = Path(directory) / TRAIN_STATE
+    if not path.is_file():
+        raise CheckpointError(f"'{directory}' holds no training state ({TRAIN_STATE}); it is an "
+                              f"inference checkpoint and cannot resume training")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_model(directory: str | Path, device: torch.device | str = "cpu"
+               ) -> tuple[MultiFormer, RunConfig, Statistics]:
+    """The model of a checkpoint (in eval mode), its configuration and its normalisation statistics."""
+    checkpoint = read_checkpoint(directory)
+    config = resolve_config(checkpoint.config, source=str(Path(directory) / CONFIG))
+    model = build_model(config, device)
+    try:
+        missing, unexpected = model.load_state_dict(checkpoint.weights, strict=False)
+    except RuntimeError as error:  # shapes that differ
+        reason = " ".join(str(error).split())[:400]
+        raise CheckpointError(f"checkpoint '{directory}': weights do not fit the model of its config: "
+                              f"{reason}") from None
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint '{directory}': weights do not fit the model of its config "
+                              f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    return model.eval(), config, Statistics.from_dict(checkpoint.statistics)
+
+
+def find_checkpoint(run_dir: str | Path) -> Path | None:
+    """The latest complete checkpoint of a run, or None.
+
+    If a writer was killed between moving the old checkpoint aside and moving the new one into
+    place, the old one is still complete at its temporary name and is returned.
+    """
+    path = Path(run_dir) / CHECKPOINT_DIR
+    if (path / META).is_file():
+        return path
+    old = temporary_sibling(path, "old")
+    if (old / META).is_file():
+        logger.warning("using the checkpoint '%s' left by an interrupted write", old)
+        return old
+    return None

@@ -1,0 +1,166 @@
+"""One training step, and the evaluation of one validation batch.
+
+A step on a :class:`~atmorep.batch.Batch` (fields ``[B, L, T, H, W]``, normalised):
+
+1. tokenise every field with its token size: ``[B, L, nT, nH, nW, D_f]``, and compute each
+   token's auxiliary values alpha ``[B, L, nT, nH, nW, 7]``;
+2. draw a task from the ``train.tasks`` mixture and mask the tokens with it
+   (:func:`atmorep.data.masking.mask_fields`), every random number from one ``torch.Generator``
+   seeded by ``(seed, rank, step, micro-batch)`` (:func:`masking_generator`), so a resumed run
+   masks exactly as an uninterrupted one;
+3. run the multiformer under the runtime's autocast (the ensemble tail switches it off itself);
+4. score the ensemble of every target token against its clean values with the configured losses,
+   per-token latitude weights ``cos(latitude of the token centre)`` when ``train.latitude_weighting``,
+   and per-field weights ``FieldConfig.loss_weight`` (:func:`atmorep.train.losses.combine_losses`).
+
+The backward pass, accumulation and the optimiser live in :mod:`atmorep.train.loop`.
+
+Validation (:func:`evaluate_batch`) uses a fixed set of tasks (forecast and BERT by default)
+with generators fixed per batch, so successive validations see identical masks. Besides the
+loss it reports, per field, the MSE of the ensemble mean and of climatology: predicting zero in
+normalised units (the per-level mean), whose MSE is ``mean(target^2)``; a model with skill has
+``mse < mse_climatology``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from atmorep.batch import Batch
+from atmorep.config import FieldConfig, RunConfig
+from atmorep.data.masking import MaskedField, draw_task, mask_fields
+from atmorep.data.tokens import ALPHA_NAMES, token_alpha, tokenise
+from atmorep.model.output import ModelOutput
+from atmorep.runtime import Runtime, derive_seed
+from atmorep.train.losses import FieldLoss, combine_losses, crps_fair, latitude_weights, mse_mean
+
+MASKING_STREAM = 0x6D61736B  # key of the masking streams among the streams derived from train.seed
+VALIDATION_STREAM = 0x76616C69  # key of the validation masking streams
+VALIDATION_TASKS = ("forecast", "bert")
+LATITUDE = ALPHA_NAMES.index("latitude")  # column of the token centre latitude in alpha
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one forward pass and loss computation gives.
+
+    Attributes:
+        loss: the scalar total loss (attached to the graph).
+        components: each unweighted loss, detached, keyed ``"<field>/<loss>"``.
+        task: the masking task that was drawn.
+        tokens: number of tokens of all fields fed to the model.
+        targets: number of target tokens of all predicted fields.
+    """
+
+    loss: Tensor
+    components: dict[str, Tensor]
+    task: str
+    tokens: int
+    targets: int
+
+
+def masking_generator(seed: int, rank: int, step: int, micro: int = 0,
+                      device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of the masks of one micro-batch: depends only on ``(seed, rank, step, micro)``."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(derive_seed(seed, MASKING_STREAM, rank, step, micro))
+    return generator
+
+
+def tokenise_batch(batch: Batch,
+                   fields: Sequence[FieldConfig]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Tokens ``[B, L, nT, nH, nW, D_f]`` and alpha ``[B, L, nT, nH, nW, 7]`` of every field."""
+    tokens, alpha = {}, {}
+    for f in fields:
+        tokens[f.name] = tokenise(batch.fields[f.name], f.token_size)
+        alpha[f.name] = token_alpha(batch.metadata, f.name, f.token_size).to(tokens[f.name].device)
+    return tokens, alpha
+
+
+def field_weights(config: RunConfig) -> dict[str, float]:
+    """``FieldConfig.loss_weight`` of every predicted field."""
+    return {f.name: f.loss_weight for f in config.fields if f.predicted}
+
+
+def field_losses(output: ModelOutput, masked: Mapping[str, MaskedField], alpha: Mapping[str, Tensor],
+                 latitude_weighting: bool) -> dict[str, FieldLoss]:
+    """The loss inputs of every predicted field: members ``[M, E, D]``, targets ``[M, D]``, weights ``[M]``.
+
+    Targets and weights are gathered in the row-major order of the target tokens, the order of the
+    model's predictions.
+    """
+    per_field = {}
+    for name, prediction in output.fields.items():
+        field = masked[name]
+        target = field.targets()  # [M, D]
+        weights = None
+        if latitude_weighting and target.shape[0] > 0:
+            weights = latitude_weights(alpha[name][..., LATITUDE][field.target_mask])  # [M]
+        per_field[name] = FieldLoss(prediction.members, target, weights)
+    return per_field
+
+
+def forward_masked(model: nn.Module, batch: Batch, config: RunConfig, task: str, generator: torch.Generator,
+                   runtime: Runtime) -> tuple[ModelOutput, dict[str, MaskedField], dict[str, Tensor]]:
+    """Tokenise, mask with ``task`` and run the model under autocast.
+
+    Returns:
+        The model output, the masked fields and the alpha of every field.
+    """
+    tokens, alpha = tokenise_batch(batch.to(runtime.device), config.fields)
+    masked = mask_fields(tokens, config.fields, task, generator, forecast_tokens=config.train.forecast_tokens)
+    with runtime.autocast():
+        output = model({name: m.tokens for name, m in masked.items()},
+                       {name: m.modes for name, m in masked.items()}, alpha)
+    return output, masked, alpha
+
+
+def train_step(model: nn.Module, batch: Batch, config: RunConfig, generator: torch.Generator,
+               runtime: Runtime) -> StepResult:
+    """Forward pass and loss of one (micro-)batch with a task drawn from ``train.tasks``."""
+    task = draw_task(config.train.tasks, generator)
+    output, masked, alpha = forward_masked(model, batch, config, task, generator, runtime)
+    per_field = field_losses(output, masked, alpha, config.train.latitude_weighting)
+    total, components = combine_losses(per_field, config.train.losses, field_weights(config))
+    tokens = sum(m.modes.numel() for m in masked.values())
+    targets = sum(int(p.members.shape[0]) for p in output.fields.values())
+    return StepResult(loss=total, components=components, task=task, tokens=tokens, targets=targets)
+
+
+@torch.no_grad()
+def evaluate_batch(model: nn.Module, batch: Batch, config: RunConfig, runtime: Runtime, index: int,
+                   tasks: Sequence[str] = VALIDATION_TASKS) -> dict[str, float]:
+    """Validation metrics of one batch under fixed masking tasks.
+
+    Args:
+        model: the model (in eval mode).
+        batch: a validation batch.
+        config: the run configuration (losses, latitude weighting, field weights).
+        runtime: device and autocast.
+        index: the batch's index in the validation set; with ``train.seed`` it fixes the masks.
+        tasks: the masking tasks, each applied to the whole batch.
+
+    Returns:
+        Per task: ``"<task>/loss"`` (the training loss) and per predicted field
+        ``"<task>/<field>/mse"`` (ensemble mean), ``"<task>/<field>/mse_climatology"`` (predicting
+        zero, i.e. the per-level mean) and ``"<task>/<field>/crps"`` (fair CRPS), all
+        latitude-weighted when ``train.latitude_weighting``.
+    """
+    metrics: dict[str, float] = {}
+    for k, task in enumerate(tasks):
+        generator = torch.Generator(device=runtime.device)
+        generator.manual_seed(derive_seed(config.train.seed, VALIDATION_STREAM, index, k))
+        output, masked, alpha = forward_masked(model, batch, config, task, generator, runtime)
+        per_field = field_losses(output, masked, alpha, config.train.latitude_weighting)
+        total, _ = combine_losses(per_field, config.train.losses, field_weights(config))
+        metrics[f"{task}/loss"] = float(total)
+        for name, (members, target, weights) in per_field.items():
+            climatology = torch.zeros_like(target)[:, None]  # [M, 1, D]: zero in normalised units
+            metrics[f"{task}/{name}/mse"] = float(mse_mean(members, target, weights))
+            metrics[f"{task}/{name}/mse_climatology"] = float(mse_mean(climatology, target, weights))
+            metrics[f"{task}/{name}/crps"] = float(crps_fair(members, target, weights))
+    return metrics

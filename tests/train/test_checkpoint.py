@@ -1,0 +1,142 @@
+"""Checkpoints: round trip, atomic replacement, recovery of an interrupted write, migrations, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+
+import pytest
+import torch
+
+from atmorep.config import resolve_config
+from atmorep.data.statistics import FieldStatistics, Statistics
+from atmorep.io import temporary_sibling
+from atmorep.model.multiformer import build_model
+from atmorep.train import checkpoint as ckpt
+from atmorep.train.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    checkpoint_meta,
+    find_checkpoint,
+    load_model,
+    read_checkpoint,
+    read_train_state,
+    write_checkpoint,
+)
+
+LEVELS = {"t": (850.0, 500.0), "u": (850.0,)}
+
+
+@pytest.fixture
+def config():
+    fields = [{"name": "t", "levels": list(LEVELS["t"]), "token_size": [2, 2, 2], "coupled_with": ["u"]},
+              {"name": "u", "levels": list(LEVELS["u"]), "token_size": [2, 4, 4], "predicted": False}]
+    return resolve_config({"fields": fields, "data": {"box": {"time": 4, "latitude": 8, "longitude": 8}},
+                           "model": {"dim": 16, "encoder_layers": 1, "decoder_layers": 1, "heads": 2}})
+
+
+@pytest.fixture
+def statistics():
+    return Statistics({"t": FieldStatistics((850.0, 500.0), (280.0, 250.0), (10.0, 8.0)),
+                       "u": FieldStatistics((850.0,), (1.5,), (7.0,))})
+
+
+def _contents(config, statistics, step=3, seed=0) -> Checkpoint:
+    torch.manual_seed(seed)
+    model = build_model(config)
+    meta = checkpoint_meta(config, step, LEVELS, level_kind="pressure", resolution=1.0,
+                           parameters=sum(p.numel() for p in model.parameters()))
+    return Checkpoint(model.state_dict(), config.model_dump(mode="json"), statistics.to_dict(), meta)
+
+
+def test_round_trip_gives_equal_weights_config_and_statistics(config, statistics, tmp_path):
+    contents = _contents(config, statistics)
+    generator = torch.get_rng_state()
+    write_checkpoint(tmp_path / "ckpt", contents, {"step": 3, "rng": [generator]})
+    model, loaded_config, loaded_statistics = load_model(tmp_path / "ckpt")
+    assert loaded_config == config
+    assert loaded_statistics == statistics
+    state = model.state_dict()
+    assert state.keys() == contents.weights.keys()
+    assert all(torch.equal(state[name], value) for name, value in contents.weights.items())
+    assert not model.training
+    meta = json.loads((tmp_path / "ckpt" / "meta.json").read_text())
+    assert meta["format"] == "atmorep-checkpoint" and meta["version"] == ckpt.FORMAT_VERSION
+    assert meta["levels"] == {"t": [850.0, 500.0], "u": [850.0]} and meta["predicted"] == ["t"]
+    assert meta["token_size"] == {"t": [2, 2, 2], "u": [2, 4, 4]} and meta["box"] == [4, 8, 8]
+    assert torch.equal(read_train_state(tmp_path / "ckpt")["rng"][0], generator)
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_intact(config, statistics, tmp_path, monkeypatch):
+    first = _contents(config, statistics, step=3, seed=0)
+    write_checkpoint(tmp_path / "ckpt", first)
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.torch, "save", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_checkpoint(tmp_path / "ckpt", _contents(config, statistics, step=5, seed=1), {"step": 5})
+    read = read_checkpoint(tmp_path / "ckpt")
+    assert read.step == 3
+    assert all(torch.equal(read.weights[k], v) for k, v in first.weights.items())
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]  # no temporary left behind
+
+
+def test_find_checkpoint_recovers_one_moved_aside_by_an_interrupted_write(config, statistics, tmp_path):
+    assert find_checkpoint(tmp_path) is None
+    write_checkpoint(tmp_path / "checkpoint", _contents(config, statistics))
+    assert find_checkpoint(tmp_path) == tmp_path / "checkpoint"
+    old = temporary_sibling(tmp_path / "checkpoint", "old")
+    os.replace(tmp_path / "checkpoint", old)  # killed between the two renames of a replacement
+    assert find_checkpoint(tmp_path) == old
+    assert read_checkpoint(old).step == 3
+
+
+def test_migrations_upgrade_old_formats_in_turn(config, statistics, tmp_path, monkeypatch):
+    contents = _contents(config, statistics)
+    renamed = {name.replace("tails.", "heads."): value for name, value in contents.weights.items()}
+    old = replace(contents, weights=renamed, meta={**contents.meta, "version": 0})
+    write_checkpoint(tmp_path / "old", old)
+    with pytest.raises(CheckpointError, match="no migration from checkpoint format version 0"):
+        load_model(tmp_path / "old")
+
+    def rename_heads(checkpoint: Checkpoint) -> Checkpoint:
+        weights = {name.replace("heads.", "tails."): value for name, value in checkpoint.weights.items()}
+        return replace(checkpoint, weights=weights)
+
+    monkeypatch.setitem(ckpt.MIGRATIONS, 0, rename_heads)
+    model, _, _ = load_model(tmp_path / "old")
+    assert torch.equal(model.state_dict()["tails.t.weight"], contents.weights["tails.t.weight"])
+    assert read_checkpoint(tmp_path / "old").meta["version"] == ckpt.FORMAT_VERSION
+
+
+def test_newer_and_foreign_checkpoints_are_refused(config, statistics, tmp_path):
+    contents = _contents(config, statistics)
+    write_checkpoint(tmp_path / "new", replace(contents, meta={**contents.meta, "version": 99}))
+    with pytest.raises(CheckpointError, match="newer than this atmorep reads"):
+        read_checkpoint(tmp_path / "new")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "meta.json").write_text('{"format": "other"}')
+    with pytest.raises(CheckpointError, match="does not describe an atmorep checkpoint"):
+        read_checkpoint(tmp_path / "foreign")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_checkpoint(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="cannot resume training"):
+        write_checkpoint(tmp_path / "inference", contents)
+        read_train_state(tmp_path / "inference")
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(config, statistics, tmp_path):
+    contents = _contents(config, statistics)
+    bigger = config.model_dump(mode="json")
+    bigger["model"]["dim"] = 32
+    write_checkpoint(tmp_path / "ckpt", replace(contents, config=bigger))
+    with pytest.raises(CheckpointError, match="size mismatch"):
+        load_model(tmp_path / "ckpt")
+    weights = dict(contents.weights)
+    weights.pop("tails.t.bias")
+    write_checkpoint(tmp_path / "partial", replace(contents, weights=weights))
+    with pytest.raises(CheckpointError, match=r"missing \['tails.t.bias'\]"):
+        load_model(tmp_path / "partial")
