@@ -358,13 +358,18 @@ def _level_kind(name: str, attrs: dict, values: np.ndarray, origin: str) -> Leve
                     "level numbers, sigma in (0, 1] or a units/level_kind attribute")
 
 
+def _renamed_axis(ds: xr.Dataset, names, axis: str, origin: str) -> tuple[xr.Dataset, np.ndarray]:
+    """Rename the first dimension of ``names`` present to ``axis``; return it with its float64 values."""
+    name = next(name for name in names if name in ds.dims)
+    if name not in ds.coords:
+        raise DataError(f"{origin}: {axis} dimension '{name}' has no coordinate values")
+    ds = ds.rename({name: axis}) if name != axis else ds
+    return ds, np.asarray(ds[axis].values, dtype=np.float64)
+
+
 def _standardise_latitude(ds: xr.Dataset, origin: str) -> xr.Dataset:
     """``latitude`` float64, ascending, in [-90, 90]."""
-    name = next(name for name in LATITUDE_NAMES if name in ds.dims)
-    if name not in ds.coords:
-        raise DataError(f"{origin}: latitude dimension '{name}' has no coordinate values")
-    ds = ds.rename({name: "latitude"}) if name != "latitude" else ds
-    latitude = np.asarray(ds["latitude"].values, dtype=np.float64)
+    ds, latitude = _renamed_axis(ds, LATITUDE_NAMES, "latitude", origin)
     descending = check_latitude(latitude, origin)
     if descending:
         ds, latitude = ds.isel(latitude=slice(None, None, -1)), latitude[::-1]
@@ -373,11 +378,7 @@ def _standardise_latitude(ds: xr.Dataset, origin: str) -> xr.Dataset:
 
 def _standardise_longitude(ds: xr.Dataset, origin: str) -> xr.Dataset:
     """``longitude`` float64 in [0, 360), ascending, equally spaced."""
-    name = next(name for name in LONGITUDE_NAMES if name in ds.dims)
-    if name not in ds.coords:
-        raise DataError(f"{origin}: longitude dimension '{name}' has no coordinate values")
-    ds = ds.rename({name: "longitude"}) if name != "longitude" else ds
-    longitude = np.asarray(ds["longitude"].values, dtype=np.float64)
+    ds, longitude = _renamed_axis(ds, LONGITUDE_NAMES, "longitude", origin)
     order, wrapped = longitude_order(longitude, origin)
     if not np.array_equal(order, np.arange(order.size)):
         ds = ds.isel(longitude=order)

@@ -19,6 +19,7 @@ Built-in sources:
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import importlib.util
 import logging
@@ -91,13 +92,14 @@ def describe_dataset(source: Source, path: str, ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-class _BaseSource:
+class _BaseSource(abc.ABC):
     """``describe`` for sources whose ``open`` does the work."""
 
     name: str
 
+    @abc.abstractmethod
     def open(self, path: str, **kwargs: Any) -> xr.Dataset:
-        raise NotImplementedError
+        """Open ``path`` lazily as a raw dataset."""
 
     def describe(self, path: str) -> str:
         return describe_dataset(self, path, open_raw(self, path))

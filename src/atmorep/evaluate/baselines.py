@@ -23,7 +23,7 @@ import xarray as xr
 from scipy.interpolate import make_interp_spline
 
 from atmorep.errors import DataError
-from atmorep.evaluate.climatology import as_times, climatology_at
+from atmorep.evaluate.climatology import as_times, climatology_at, select_variables_like
 
 Data = TypeVar("Data", xr.DataArray, xr.Dataset)
 Method = Literal["bilinear", "bicubic"]
@@ -83,11 +83,7 @@ def persistence(truth: Data, init_times: object, lead_times: object) -> Data:
 
 def _match_grid(forecast: Data, like: xr.DataArray | xr.Dataset) -> Data:
     """``forecast`` restricted to ``like``'s variables and levels, on ``like``'s latitudes/longitudes."""
-    if isinstance(like, xr.Dataset) and isinstance(forecast, xr.Dataset):
-        missing = sorted(set(like.data_vars) - set(forecast.data_vars))
-        if missing:
-            raise DataError(f"climatology lacks the variables {missing}")
-        forecast = forecast[list(like.data_vars)]
+    forecast = select_variables_like(forecast, like)
     if "level" in like.dims and "level" in forecast.dims:
         missing = np.setdiff1d(like["level"].values, forecast["level"].values)
         if missing.size:

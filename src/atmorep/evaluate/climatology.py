@@ -144,3 +144,13 @@ def climatology_at(climatology: Data, times: object) -> Data:
             raise DataError(f"climatology has no {key} {missing[:5].tolist()} (of the requested times); "
                             f"compute it from a longer period or with a wider window")
     return climatology.sel(keys).drop_vars(list(keys))
+
+
+def select_variables_like(data: Data, like: xr.DataArray | xr.Dataset, what: str = "climatology") -> Data:
+    """``data`` restricted to the variables of ``like`` when both are datasets; DataError if some lack."""
+    if isinstance(like, xr.Dataset) and isinstance(data, xr.Dataset):
+        missing = sorted(set(like.data_vars) - set(data.data_vars))
+        if missing:
+            raise DataError(f"{what} lacks the variables {missing}")
+        data = data[list(like.data_vars)]
+    return data

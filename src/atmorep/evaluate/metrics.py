@@ -22,7 +22,13 @@ import numpy as np
 import xarray as xr
 
 from atmorep.errors import DataError
-from atmorep.evaluate.climatology import climatology_at, climatology_from, is_climatology, valid_times
+from atmorep.evaluate.climatology import (
+    climatology_at,
+    climatology_from,
+    is_climatology,
+    select_variables_like,
+    valid_times,
+)
 
 __all__ = [
     "acc", "bias", "climatology_at", "climatology_from", "crps_ensemble", "crps_fair", "ensemble_mean",
@@ -152,11 +158,7 @@ def _climatology_like(climatology: Data, truth: Data) -> Data:
     """The climatology at the truth's valid times and levels (unchanged if already there)."""
     if is_climatology(climatology):
         climatology = climatology_at(climatology, valid_times(truth))
-    if isinstance(truth, xr.Dataset) and isinstance(climatology, xr.Dataset):
-        missing = sorted(set(truth.data_vars) - set(climatology.data_vars))
-        if missing:
-            raise DataError(f"climatology lacks the variables {missing}")
-        climatology = climatology[list(truth.data_vars)]
+    climatology = select_variables_like(climatology, truth)
     if "level" in truth.dims and "level" in climatology.dims:
         climatology = climatology.sel(level=truth["level"].values)
     return climatology.drop_vars(["valid_time"], errors="ignore")
