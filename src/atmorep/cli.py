@@ -271,6 +271,70 @@ def quickstart(
     )
 
 
+# ------------------------------------------------------------------------------------------ infer
+
+Region4 = tuple[float, float, float, float]
+
+
+@app.command("infer")
+@friendly_errors
+def infer(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint directory, or a run directory holding one.")],
+    data: Annotated[Path, typer.Option(help="Prepared store of the inputs.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Prediction store to write (zarr).")],
+    task: Annotated[
+        str, typer.Option(help="forecast, interpolate, infill, reconstruct or downscale.")
+    ] = "forecast",
+    time: Annotated[
+        list[str] | None, typer.Option(help="A reference time (repeatable), e.g. 2002-01-05T00.")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="First reference time of a range.")] = None,
+    end: Annotated[str | None, typer.Option(help="Last reference time of a range (inclusive).")] = None,
+    every: Annotated[str, typer.Option(help="Spacing of the range, e.g. 12h.")] = "24h",
+    lead_hours: Annotated[
+        float | None, typer.Option(help="Forecast: longest lead; past the box: rollout.")
+    ] = None,
+    region: Annotated[
+        Region4 | None, typer.Option(help="lat_min lat_max lon_min lon_max (default: the whole grid).")
+    ] = None,
+    infill_region: Annotated[
+        Region4 | None, typer.Option(help="Infill: lat_min lat_max lon_min lon_max to fill.")
+    ] = None,
+    ratio: Annotated[float, typer.Option(help="Reconstruct: hidden fraction of token blocks.")] = 0.5,
+    coarsen_factor: Annotated[
+        int | None, typer.Option(help="Downscale: block size of the coarse input.")
+    ] = None,
+    overlap: Annotated[float, typer.Option(help="Tile overlap: fraction of the box (<1) or points.")] = 0.5,
+    batch_size: Annotated[int, typer.Option(help="Tiles per model call.")] = 8,
+    rollout: Annotated[
+        str, typer.Option(help="Rollout of 'members' (each on its own) or of the 'mean'.")
+    ] = "members",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the reconstruct masks.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Zero-shot inference with a trained model over a region or the globe (WeatherBench-2 zarr output)."""
+    from atmorep.infer.engine import infer as run_inference
+    from atmorep.infer.request import InferenceRequest, reference_times
+    from atmorep.progress import progress_bar
+    from atmorep.train.checkpoint import resolve_checkpoint
+
+    if rollout not in ("members", "mean"):
+        raise AtmorepError(f"--rollout must be 'members' or 'mean', got '{rollout}'")
+    request = InferenceRequest(
+        checkpoint=resolve_checkpoint(checkpoint), data=data, output=output, task=task,
+        times=reference_times(time or (), start, end, every), lead_hours=lead_hours, region=region,
+        infill_region=infill_region, ratio=ratio, coarsen_factor=coarsen_factor,
+        overlap=int(overlap) if overlap >= 1 else overlap, batch_size=batch_size, rollout=rollout,
+        device=device, precision=precision, seed=seed, overwrite=overwrite)
+    with progress_bar(f"{task}", console) as advance:
+        result = run_inference(request, progress=advance)
+    console.print(f"wrote {result.output}: {result.cases} cases, {result.tiles} tiles in "
+                  f"{result.seconds:.1f} s "
+                  f"({result.tiles_per_second:.1f} tiles/s, {result.fields_per_second:.2f} domain passes/s)")
+
+
 # ------------------------------------------------------------------------------------------ train
 
 

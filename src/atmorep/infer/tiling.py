@@ -98,7 +98,7 @@ class TilePlan:
         lon = np.asarray(longitude, dtype=np.float64)
         if lat.ndim != 1 or lat.size == 0 or np.any(np.diff(lat) <= 0):
             raise DataError("tile plan: latitude must be 1-D and ascending (south to north)")
-        return cls.for_shape((lat.size, lon.size), box, overlap, periodic=_is_global(lon))
+        return cls.for_shape((lat.size, lon.size), box, overlap, periodic=is_global_longitude(lon))
 
     @classmethod
     def for_shape(cls, grid_shape: tuple[int, int], box: tuple[int, int], overlap: Overlap, *,
@@ -353,7 +353,7 @@ def _axis_weights(origins: tuple[int, ...], size: int, length: int, periodic: bo
     return windows / total[index]
 
 
-def _is_global(longitude: np.ndarray) -> bool:
+def is_global_longitude(longitude: np.ndarray) -> bool:
     """Whether equally spaced ascending longitudes in [0, 360) go once around the globe."""
     if longitude.ndim != 1 or longitude.size == 0 or np.any(longitude < 0) or np.any(longitude >= 360):
         raise DataError("tile plan: longitude must be 1-D in [0, 360)")

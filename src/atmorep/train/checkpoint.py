@@ -148,6 +148,14 @@ def _read_json(path: Path) -> dict:
         raise CheckpointError(f"checkpoint file '{path}' is not valid JSON: {error}") from None
 
 
+def read_meta(directory: str | Path) -> dict:
+    """The ``meta.json`` of a checkpoint directory (fields, levels, grid, box), without the weights."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint '{directory}' does not exist or is not a directory")
+    return _read_json(directory / META)
+
+
 def read_checkpoint(directory: str | Path) -> Checkpoint:
     """Read a checkpoint directory and migrate it to the current format."""
     directory = Path(directory)
@@ -210,3 +218,15 @@ def find_checkpoint(run_dir: str | Path) -> Path | None:
         logger.warning("using the checkpoint '%s' left by an interrupted write", old)
         return old
     return None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory given itself or the run directory that holds one."""
+    path = Path(path)
+    if (path / META).is_file():
+        return path
+    found = find_checkpoint(path) if path.is_dir() else None
+    if found is None:
+        raise CheckpointError(f"'{path}' is neither a checkpoint nor a run directory holding one "
+                              f"(no {META} in it or in its {CHECKPOINT_DIR}/)")
+    return found

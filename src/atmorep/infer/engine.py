@@ -1,0 +1,278 @@
+"""Zero-shot inference over a region or the globe: read, tile, predict, blend, roll out, write.
+
+For every case (a reference time) :class:`DomainRunner` reads the task's window of every field on
+the domain from the store (only the steps the task may see: a forecast never reads past its
+initialisation), normalises it with the checkpoint's statistics and applies the model tile by tile
+(:func:`atmorep.infer.tiling.run_tiled`): overlapping boxes, batched, blended with smooth weights,
+ensemble members kept. Forecasts past the box's one-shot lead roll out
+(:mod:`atmorep.infer.rollout`): each member continues on its own output (``rollout="members"``) or
+the ensemble mean is continued (``"mean"``). The result is de-normalised and written case by case
+to a prediction store in the WeatherBench-2 layout (:mod:`atmorep.infer.writer`), atomically.
+
+A window holding NaN or inf is an error naming the field and time: the model needs complete inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time as clock
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from atmorep.batch import EPOCH, BatchMetadata
+from atmorep.data.store import BoxIndex, Store
+from atmorep.errors import DataError
+from atmorep.infer.predictor import BoxPredictor, coarsen_points, token_modes
+from atmorep.infer.request import InferencePlan, InferenceRequest, plan_inference
+from atmorep.infer.rollout import rollout
+from atmorep.infer.tasks import region_points, target_points
+from atmorep.infer.tiling import extract, run_tiled
+from atmorep.infer.writer import PredictionLayout, PredictionWriter
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """What an inference run did.
+
+    Attributes:
+        output: the prediction store written.
+        task: the task.
+        cases: reference times predicted.
+        domain_passes: model passes over the whole domain (cases x rollout steps).
+        tiles: tiles fed to the model (a member rollout feeds E windows per tile).
+        seconds: wall-clock time of the prediction loop (reading, model, blending, writing).
+    """
+
+    output: Path
+    task: str
+    cases: int
+    domain_passes: int
+    tiles: int
+    seconds: float
+
+    @property
+    def tiles_per_second(self) -> float:
+        return self.tiles / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def fields_per_second(self) -> float:
+        """Whole-domain predictions (all fields of one model pass) per second."""
+        return self.domain_passes / self.seconds if self.seconds > 0 else float("nan")
+
+
+class DomainRunner:
+    """Applies a predictor to the cases of a plan on its domain."""
+
+    def __init__(self, predictor: BoxPredictor, store: Store, plan: InferencePlan, request: InferenceRequest):
+        self.predictor, self.store, self.plan, self.request = predictor, store, plan, request
+        self.names = [f.name for f in predictor.fields]
+        self.levels = [len(predictor.levels[n]) for n in self.names]
+        self.predicted = list(predictor.predicted)
+        tile_lat, tile_lon = plan.tiles.tile_coordinates(plan.domain.latitude, plan.domain.longitude)
+        self.tile_lat, self.tile_lon = tile_lat, tile_lon  # [K, H], [K, W]
+        self.tiles_run = 0
+        first = predictor.fields[0]
+        self.block = tuple(first.token_size)
+        self.factor = request.coarsen_factor or first.masking.coarsen_factor
+        self.region = (region_points(plan.domain.latitude, plan.domain.longitude, request.infill_region)
+                       if request.infill_region is not None else None)
+
+    def read_window(self, start: int, steps: int) -> Tensor:
+        """``[C, T, H, W]`` normalised: the first ``steps`` window steps of every field, zeros after."""
+        plan, store = self.plan, self.store
+        h, w = plan.domain.shape
+        index = BoxIndex(time=int(start), latitude=plan.domain.lat_start, longitude=plan.domain.lon_start)
+        channels = []
+        for name in self.names:
+            values = store.read_box(name, index, (steps, h, w), self.predictor.config.data.time_step,
+                                    plan.level_indices[name])  # [L, steps, H, W]
+            if not np.isfinite(values).all():
+                when = store.time[start]
+                raise DataError(f"store '{store.path}': field '{name}' holds NaN or inf in the window from "
+                                f"{when}; inference needs complete inputs")
+            field = torch.from_numpy(np.ascontiguousarray(values))[None]  # [1, L, steps, H, W]
+            normal = self.predictor.statistics.normalise_fields({name: field}, self.predictor.levels)[name]
+            channels.append(normal[0])
+        window = torch.cat(channels, dim=0)  # [C, steps, H, W]
+        missing = plan.layout.window - steps
+        return torch.nn.functional.pad(window, (0, 0, 0, 0, 0, missing)) if missing else window
+
+    def apply(self, window: Tensor, points: Tensor, seconds: Tensor) -> Tensor:
+        """One model pass over the domain.
+
+        Args:
+            window: ``[S, C, T, H, W]`` normalised input; ``S`` is 1, or E (member rollout: member e
+                of the output comes from window e).
+            points: ``[T, H, W]`` bool target points.
+            seconds: ``[T]`` int64 times of the window steps.
+
+        Returns:
+            ``[E, Cp, P, H, W]``: the predicted fields' channels at the layout's predicted steps.
+        """
+        plan, predictor = self.plan, self.predictor
+        tile_points = extract(points, plan.tiles)  # [K, T, H, W]
+        steps = list(plan.layout.predicted)
+
+        def on_tiles(tiles: Tensor, index: Tensor) -> Tensor:
+            b, s = tiles.shape[:2]
+            x = tiles.reshape(b * s, *tiles.shape[2:])  # [b * S, C, T, H, W]
+            inputs = dict(zip(self.names, x.split(self.levels, dim=1)))
+            pts = tile_points[index].repeat_interleave(s, dim=0)  # [b * S, T, H, W]
+            modes = {f.name: token_modes(pts, f.token_size, n, plan.layout.mode)
+                     for f, n in zip(predictor.fields, self.levels)}
+            meta = BatchMetadata(time=seconds[None].expand(b * s, -1), levels=predictor.levels,
+                                 latitude=self.tile_lat[index].repeat_interleave(s, dim=0),
+                                 longitude=self.tile_lon[index].repeat_interleave(s, dim=0),
+                                 level_kind=self.store.level_kind, resolution=self.store.resolution)
+            out = predictor.predict(inputs, modes, meta)  # field -> [b * S, E, L, T, H, W]
+            stacked = torch.cat([out[n] for n in self.predicted], dim=2)[:, :, :, steps].cpu()
+            stacked = stacked.reshape(b, s, *stacked.shape[1:])  # [b, S, E, Cp, P, H, W]
+            self.tiles_run += b * s
+            if s == 1:
+                return stacked[:, 0]
+            members = torch.arange(s)
+            return stacked[:, members, members]  # [b, E, Cp, P, H, W]: member e of window e
+
+        return run_tiled(on_tiles, window, plan.tiles, self.request.batch_size)
+
+    def case(self, number: int) -> tuple[Tensor, Tensor | None]:
+        """The prediction ``[E, Cp, P, H, W]`` (normalised) of case ``number`` and its point mask
+        ``[P, H, W]`` (infill and reconstruct only)."""
+        plan, layout = self.plan, self.plan.layout
+        start = int(plan.starts[number])
+        seconds = self._seconds(start)
+        generator = torch.Generator().manual_seed(self.request.seed * 1_000_003 + number)
+        points = target_points(layout, plan.domain.shape, region=self.region, ratio=self.request.ratio,
+                               block=self.block, generator=generator)
+        if layout.task == "forecast":
+            return self._forecast(self.read_window(start, layout.reference + 1), points, seconds), None
+        window = self.read_window(start, layout.window)
+        source = coarsen_points(window, self.factor) if layout.task == "downscale" else window
+        out = self.apply(source[None], points, seconds)
+        if layout.task not in ("infill", "reconstruct"):
+            return out, None
+        mask = points[list(layout.predicted)]  # [P, H, W]
+        truth = self._predicted_channels(window)[:, list(layout.predicted)]  # [Cp, P, H, W]
+        return torch.where(mask, out, truth[None].to(out.dtype)), mask
+
+    def _forecast(self, window: Tensor, points: Tensor, seconds: Tensor) -> Tensor:
+        """``[E, Cp, P, H, W]``: one pass, or a rollout of the visible steps past the box's lead."""
+        plan, layout = self.plan, self.plan.layout
+        if plan.rollout_steps == 1:
+            return self.apply(window[None], points, seconds)[:, :, : plan.leads.size]
+        shift = int(plan.step / np.timedelta64(1, "s")) * layout.block
+        by_member = self.request.rollout == "members"
+        members: list[Tensor] = []
+
+        def step(state: Tensor) -> Tensor:  # state [S, C, T - k, H, W] -> forecast [S, C, k, H, W]
+            padded = torch.nn.functional.pad(state, (0, 0, 0, 0, 0, layout.block))  # [S, C, T, H, W]
+            source = padded[:1] if not members else padded  # the member windows start identical
+            out = self.apply(source, points, seconds + len(members) * shift)  # [E, C, k, H, W]
+            members.append(out)
+            return out if by_member else out.mean(dim=0, keepdim=True)
+
+        visible = window[None, :, : layout.reference + 1]  # [1, C, T - k, H, W]
+        initial = visible.expand(self.predictor.members, *visible.shape[1:]) if by_member else visible
+        for _ in rollout(step, initial, plan.rollout_steps):
+            pass
+        return torch.cat(members, dim=2)[:, :, : plan.leads.size]  # [E, C, P, H, W]
+
+    def _seconds(self, start: int) -> Tensor:
+        stride = self._stride()
+        times = self.store.time[start: start + (self.plan.layout.window - 1) * stride + 1: stride]
+        return torch.as_tensor((times - EPOCH).astype("timedelta64[s]").astype(np.int64))
+
+    def _stride(self) -> int:
+        return self.predictor.config.data.time_step
+
+    def _predicted_channels(self, window: Tensor) -> Tensor:
+        parts = window.split(self.levels, dim=0)
+        return torch.cat([p for n, p in zip(self.names, parts) if n in self.predicted], dim=0)
+
+    def physical(self, out: Tensor) -> dict[str, np.ndarray]:
+        """Per predicted field ``[P, E, L, H, W]`` (``[P, E, H, W]`` for surface fields) in physical units."""
+        counts = [len(self.predictor.levels[n]) for n in self.predicted]
+        result = {}
+        for name, part in zip(self.predicted, out.split(counts, dim=1)):  # [E, L, P, H, W]
+            values = self.predictor.statistics.denormalise_fields({name: part}, self.predictor.levels)[name]
+            values = values.permute(2, 0, 1, 3, 4).numpy().astype(np.float32)  # [P, E, L, H, W]
+            result[name] = values[:, :, 0] if self.store.is_surface(name) else values
+        return result
+
+
+def prediction_layout(runner: DomainRunner, request: InferenceRequest, plan: InferencePlan,
+                      meta: dict) -> PredictionLayout:
+    """The output store's layout and attributes of a run."""
+    import atmorep
+
+    predictor, store = runner.predictor, runner.store
+    hours = plan.step / np.timedelta64(1, "h")
+    attrs = {
+        "title": f"atmorep {request.task}", "task": request.task, "checkpoint": str(request.checkpoint),
+        "checkpoint_step": int(meta.get("step", -1)), "data": str(request.data),
+        "time_step_hours": float(hours), "box": list(predictor.config.data.box.shape),
+        "tile_overlap": list(plan.tiles.overlap), "batch_size": int(request.batch_size),
+        "source": f"atmorep {getattr(atmorep, '__version__', 'unknown')}",
+        "config": json.dumps(predictor.config.model_dump(mode="json")),
+    }
+    if request.task == "downscale":
+        attrs["coarsen_factor"] = int(runner.factor)
+    if request.task == "infill":
+        attrs["infill_region"] = [float(v) for v in request.infill_region]
+    if request.task == "reconstruct":
+        attrs["ratio"] = float(request.ratio)
+    if request.task == "forecast":
+        attrs["rollout"] = request.rollout
+    fields = {n: None if store.is_surface(n) else tuple(predictor.levels[n]) for n in predictor.predicted}
+    return PredictionLayout(
+        fields=fields, level_kind=store.level_kind.value, prediction_timedelta=plan.leads * plan.step,
+        members=predictor.members, latitude=plan.domain.latitude, longitude=plan.domain.longitude,
+        attrs=attrs, with_mask=request.task in ("infill", "reconstruct"))
+
+
+def infer(request: InferenceRequest, progress: Progress | None = None,
+          predictor: BoxPredictor | None = None) -> InferenceResult:
+    """Run a checked inference request and write its prediction store.
+
+    Args:
+        request: what to predict, where and when.
+        progress: called as ``progress(done, total)`` after every case.
+        predictor: an already loaded model (default: loaded from ``request.checkpoint``).
+
+    Returns:
+        What was done, with timings.
+    """
+    from atmorep.train.checkpoint import read_meta
+
+    meta = read_meta(request.checkpoint)
+    store = Store(request.data)
+    if predictor is None:
+        predictor = BoxPredictor.from_checkpoint(request.checkpoint, request.device, request.precision)
+    if request.batch_size < 1:
+        raise DataError(f"batch_size must be at least 1, got {request.batch_size}")
+    plan = plan_inference(request, store, predictor.config, meta)
+    runner = DomainRunner(predictor, store, plan, request)
+    began = clock.perf_counter()
+    with PredictionWriter(request.output, prediction_layout(runner, request, plan, meta),
+                          overwrite=request.overwrite) as writer:
+        for number, reference in enumerate(plan.times):
+            out, mask = runner.case(number)
+            writer.write(reference, runner.physical(out), None if mask is None else mask.numpy())
+            if progress is not None:
+                progress(number + 1, len(plan.times))
+    seconds = clock.perf_counter() - began
+    result = InferenceResult(Path(request.output), request.task, len(plan.times),
+                             len(plan.times) * plan.rollout_steps, runner.tiles_run, seconds)
+    logger.info("%s: %d cases in %.1f s (%.1f tiles/s)", request.task, result.cases, seconds,
+                result.tiles_per_second)
+    return result

@@ -1,0 +1,177 @@
+"""Run a trained multiformer on boxes whose targets are given as a pattern of points.
+
+Every inference task of DESIGN.md section 1 is a masking pattern: which tokens the model predicts
+and how their input is given. :class:`BoxPredictor` takes boxes of normalised fields ``[b, L, T, H, W]``
+and a target pattern per field (token modes ``[b, L, nT, nH, nW]``), builds the model input exactly as
+in training (zeros for ``MASKED`` tokens, the given values for ``COARSENED`` ones, the values for
+visible ones), and returns the full boxes ``[b, E, L, T, H, W]`` of every predicted field: the E
+ensemble members at target tokens, the input at visible tokens (identical in every member).
+
+Targets are usually given per grid point (a global mask cut into tiles); :func:`token_modes` turns a
+point mask into token modes: a token is a target when any of its points is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from atmorep.batch import BatchMetadata
+from atmorep.config import FieldConfig, RunConfig
+from atmorep.data.masking import COARSENED, MASKED, VISIBLE
+from atmorep.data.statistics import Statistics
+from atmorep.data.tokens import token_alpha, tokenise, untokenise
+from atmorep.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+def token_modes(points: Tensor, token_size: tuple[int, int, int], levels: int, mode: int) -> Tensor:
+    """Token modes from a point mask: ``mode`` where any point of the token is a target.
+
+    Args:
+        points: ``[b, T, H, W]`` bool, True at target points (shared by all levels).
+        token_size: ``(tt, th, tw)``.
+        levels: ``L``, the field's number of levels.
+        mode: the mode of target tokens (``MASKED`` or ``COARSENED``).
+
+    Returns:
+        ``[b, L, nT, nH, nW]`` int8.
+    """
+    tokens = tokenise(points[:, None].to(torch.uint8), token_size)  # [b, 1, nT, nH, nW, D]
+    chosen = tokens.amax(dim=-1).bool()  # [b, 1, nT, nH, nW]
+    modes = torch.where(chosen, mode, VISIBLE).to(torch.int8)
+    return modes.expand(-1, levels, -1, -1, -1).contiguous()  # [b, L, nT, nH, nW]
+
+
+class BoxPredictor:
+    """A trained model with its configuration and normalisation statistics, ready for inference.
+
+    Args:
+        model: the multiformer (put in eval mode here).
+        config: its run configuration (fields, token sizes, box).
+        statistics: the normalisation statistics it was trained with.
+        device: where the model runs.
+        autocast_dtype: autocast dtype on CUDA (``torch.bfloat16``), None for full precision.
+    """
+
+    def __init__(self, model: nn.Module, config: RunConfig, statistics: Statistics,
+                 device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self.statistics = statistics
+        self.autocast_dtype = autocast_dtype
+
+    @classmethod
+    def from_checkpoint(cls, directory: str | Path, device: str = "auto",
+                        precision: str = "auto") -> BoxPredictor:
+        """Load a checkpoint directory; ``device`` and ``precision`` as in ``train.device/precision``."""
+        from atmorep.runtime import compute_dtype, detect_device
+        from atmorep.train.checkpoint import load_model
+
+        torch_device = detect_device(device)
+        model, config, statistics = load_model(directory, torch_device)
+        dtype, _ = compute_dtype(torch_device, precision)
+        return cls(model, config, statistics, torch_device,
+                   dtype if dtype != torch.float32 and torch_device.type == "cuda" else None)
+
+    @property
+    def fields(self) -> tuple[FieldConfig, ...]:
+        return tuple(self.config.fields)
+
+    @property
+    def predicted(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.config.fields if f.predicted)
+
+    @property
+    def members(self) -> int:
+        return int(self.config.model.ensemble_members)
+
+    @property
+    def levels(self) -> dict[str, tuple[float, ...]]:
+        """The levels of every field, as the model was trained on them."""
+        return {f.name: tuple(f.levels) if f.levels is not None else (0.0,) for f in self.config.fields}
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    @torch.no_grad()
+    def predict(self, inputs: Mapping[str, Tensor], modes: Mapping[str, Tensor],
+                metadata: BatchMetadata) -> dict[str, Tensor]:
+        """Predict the target tokens of a batch of boxes.
+
+        Args:
+            inputs: field -> ``[b, L, T, H, W]`` normalised values (coarsened where the mode is
+                ``COARSENED``; the values at ``MASKED`` tokens are ignored).
+            modes: field -> ``[b, L, nT, nH, nW]`` int8 token modes.
+            metadata: where and when the boxes lie.
+
+        Returns:
+            Predicted field -> ``[b, E, L, T, H, W]`` float32, normalised.
+        """
+        if not any(bool((m != VISIBLE).any()) for m in modes.values()):
+            return self._unchanged(inputs)
+        tokens, alpha, visible = {}, {}, {}
+        for f in self.fields:
+            values = inputs[f.name].to(self.device, torch.float32)
+            mode = modes[f.name].to(self.device)
+            visible[f.name] = tokenise(values, f.token_size)  # [b, L, nT, nH, nW, D]
+            tokens[f.name] = torch.where((mode == MASKED)[..., None], 0.0, visible[f.name])
+            modes = {**modes, f.name: mode}
+            alpha[f.name] = token_alpha(metadata, f.name, f.token_size).to(self.device)
+        with self._autocast():
+            output = self.model(tokens, modes, alpha)
+        result = {}
+        for name, prediction in output.fields.items():
+            f = self.config.field(name)
+            full = visible[name][:, None].repeat(1, self.members, *([1] * 5))  # [b, E, L, nT, nH, nW, D]
+            target = (modes[name] != VISIBLE).nonzero(as_tuple=True)  # row-major, as the predictions
+            members = prediction.members.to(torch.float32)  # [M, E, D]
+            full[target[0], :, target[1], target[2], target[3], target[4]] = members
+            result[name] = untokenise(full, f.token_size)  # [b, E, L, T, H, W]
+        return result
+
+    def _unchanged(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Boxes without targets: the inputs, as every member ``[b, E, L, T, H, W]``."""
+        return {name: inputs[name].to(self.device, torch.float32)[:, None].repeat(1, self.members, 1, 1, 1, 1)
+                for name in self.predicted}
+
+    def check_box(self, box: tuple[int, int, int]) -> None:
+        """Raise DataError unless ``box`` is the model's box ``(T, H, W)``."""
+        if tuple(box) != tuple(self.config.data.box.shape):
+            raise DataError(f"boxes of shape {tuple(box)} given to a model trained on boxes "
+                            f"{tuple(self.config.data.box.shape)} (T, H, W)")
+
+
+def coarsen_points(values: Tensor, factor: int) -> Tensor:
+    """Block means of ``factor x factor`` points restored to full size (nearest upsampling).
+
+    The zero-shot downscaling input: a field seen at a ``factor`` times coarser resolution, as the
+    ``COARSENED`` tokens of training. Blocks start at index 0; where a grid size is not a multiple of
+    ``factor`` the last block along that axis is shorter (the mean of the points it holds).
+
+    Args:
+        values: ``[..., H, W]``.
+        factor: block length in grid points (>= 1).
+
+    Returns:
+        ``[..., H, W]``.
+    """
+    if factor < 1:
+        raise DataError(f"downscaling: the coarsening factor must be at least 1, got {factor}")
+    *lead, h, w = values.shape
+    flat = values.reshape(-1, 1, h, w)  # [N, 1, H, W]
+    means = torch.nn.functional.avg_pool2d(flat, factor, ceil_mode=True, count_include_pad=False)
+    full = means.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)[..., :h, :w]
+    return full.reshape(values.shape)  # [..., H, W]
+
+
+__all__ = ["BoxPredictor", "COARSENED", "MASKED", "coarsen_points", "token_modes"]
