@@ -300,7 +300,9 @@ def infer(
     infill_region: Annotated[
         Region4 | None, typer.Option(help="Infill: lat_min lat_max lon_min lon_max to fill.")
     ] = None,
-    ratio: Annotated[float, typer.Option(help="Reconstruct: hidden fraction of token blocks.")] = 0.5,
+    ratio: Annotated[
+        float | None, typer.Option(help="Reconstruct: hidden fraction of token blocks (0.5).")
+    ] = None,
     coarsen_factor: Annotated[
         int | None, typer.Option(help="Downscale: block size of the coarse input.")
     ] = None,
@@ -333,6 +335,28 @@ def infer(
     console.print(f"wrote {result.output}: {result.cases} cases, {result.tiles} tiles in "
                   f"{result.seconds:.1f} s "
                   f"({result.tiles_per_second:.1f} tiles/s, {result.fields_per_second:.2f} domain passes/s)")
+
+
+# --------------------------------------------------------------------------------------- evaluate
+
+
+@app.command("evaluate")
+@friendly_errors
+def evaluate(
+    predictions: Annotated[list[Path], typer.Argument(help="Prediction stores written by atmorep infer.")],
+    truth: Annotated[Path, typer.Option(help="Prepared store holding the truth of the predicted period.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory of the tables and report.")],
+    climatology: Annotated[Path | None, typer.Option(
+        help="Prepared store of the training period (climatology baseline, anomaly correlation).")] = None,
+    maps: Annotated[bool, typer.Option(help="Draw maps of truth, prediction, error and spread.")] = True,
+) -> None:
+    """Score predictions and baselines; write CSV/JSON tables, a summary and a report with figures."""
+    from atmorep.evaluate.run import evaluate as run_evaluation
+    from atmorep.evaluate.run import summary_tables
+
+    result = run_evaluation(predictions, truth, climatology, output, maps=maps)
+    console.print(summary_tables(result.summary))
+    console.print(f"report: {result.report}")
 
 
 # ------------------------------------------------------------------------------------------ train

@@ -83,7 +83,9 @@ class DomainRunner:
         self.tiles_run = 0
         first = predictor.fields[0]
         self.block = tuple(first.token_size)
-        self.factor = request.coarsen_factor or first.masking.coarsen_factor
+        factor = request.coarsen_factor
+        self.factor = first.masking.coarsen_factor if factor is None else factor
+        self.ratio = 0.5 if request.ratio is None else request.ratio
         self.region = (region_points(plan.domain.latitude, plan.domain.longitude, request.infill_region)
                        if request.infill_region is not None else None)
 
@@ -152,7 +154,7 @@ class DomainRunner:
         start = int(plan.starts[number])
         seconds = self._seconds(start)
         generator = torch.Generator().manual_seed(self.request.seed * 1_000_003 + number)
-        points = target_points(layout, plan.domain.shape, region=self.region, ratio=self.request.ratio,
+        points = target_points(layout, plan.domain.shape, region=self.region, ratio=self.ratio,
                                block=self.block, generator=generator)
         if layout.task == "forecast":
             return self._forecast(self.read_window(start, layout.reference + 1), points, seconds), None
@@ -188,12 +190,9 @@ class DomainRunner:
         return torch.cat(members, dim=2)[:, :, : plan.leads.size]  # [E, C, P, H, W]
 
     def _seconds(self, start: int) -> Tensor:
-        stride = self._stride()
-        times = self.store.time[start: start + (self.plan.layout.window - 1) * stride + 1: stride]
+        """``[T]`` int64 times of the window steps (may run past the store's end for a forecast)."""
+        times = self.store.time[start] + self.plan.step * np.arange(self.plan.layout.window)
         return torch.as_tensor((times - EPOCH).astype("timedelta64[s]").astype(np.int64))
-
-    def _stride(self) -> int:
-        return self.predictor.config.data.time_step
 
     def _predicted_channels(self, window: Tensor) -> Tensor:
         parts = window.split(self.levels, dim=0)
@@ -230,7 +229,7 @@ def prediction_layout(runner: DomainRunner, request: InferenceRequest, plan: Inf
     if request.task == "infill":
         attrs["infill_region"] = [float(v) for v in request.infill_region]
     if request.task == "reconstruct":
-        attrs["ratio"] = float(request.ratio)
+        attrs["ratio"] = float(runner.ratio)
     if request.task == "forecast":
         attrs["rollout"] = request.rollout
     fields = {n: None if store.is_surface(n) else tuple(predictor.levels[n]) for n in predictor.predicted}

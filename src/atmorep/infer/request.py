@@ -45,7 +45,7 @@ class InferenceRequest:
             it are reached by rollout.
         region: ``(lat_min, lat_max, lon_min, lon_max)`` degrees; None for the whole grid.
         infill_region: infill only: the rectangle to hide and fill.
-        ratio: reconstruct only: the hidden fraction of token-sized blocks.
+        ratio: reconstruct only: the hidden fraction of token-sized blocks (default 0.5).
         coarsen_factor: downscale only: block size of the coarse input (default: the first
             field's ``masking.coarsen_factor``).
         overlap: minimum tile overlap, points or box fraction (see :mod:`atmorep.infer.tiling`).
@@ -65,7 +65,7 @@ class InferenceRequest:
     lead_hours: float | None = None
     region: Region | None = None
     infill_region: Region | None = None
-    ratio: float = 0.5
+    ratio: float | None = None
     coarsen_factor: int | None = None
     overlap: Overlap = 0.5
     batch_size: int = 8
@@ -221,7 +221,7 @@ def lead_steps(request: InferenceRequest, layout: CaseLayout, step: np.timedelta
     if request.lead_hours is None:
         return 1, layout.offsets
     steps = request.lead_hours / hours
-    if request.lead_hours <= 0 or not np.isclose(steps, round(steps)):
+    if not np.isfinite(steps) or request.lead_hours <= 0 or not np.isclose(steps, round(steps)):
         raise DataError(f"lead time {request.lead_hours:g} h is not reachable: the model steps by "
                         f"{hours:g} h, expected a positive multiple of {hours:g} h")
     total = int(round(steps))
@@ -234,10 +234,26 @@ def lead_steps(request: InferenceRequest, layout: CaseLayout, step: np.timedelta
     return rollout, np.arange(1, total + 1, dtype=np.int64)
 
 
+def _check_task_options(request: InferenceRequest) -> None:
+    """DataError for an option given to a task that does not take it, or out of range."""
+    owners = {"infill_region": "infill", "ratio": "reconstruct", "coarsen_factor": "downscale",
+              "lead_hours": "forecast"}
+    for option, task in owners.items():
+        if getattr(request, option) is not None and request.task != task:
+            raise DataError(f"option {option} is for task '{task}', not for '{request.task}'")
+    if request.coarsen_factor is not None and request.coarsen_factor < 1:
+        raise DataError(f"coarsen_factor must be at least 1, got {request.coarsen_factor}")
+    if request.ratio is not None and not 0.0 < request.ratio <= 1.0:
+        raise DataError(f"ratio must lie in (0, 1], got {request.ratio}")
+    if request.rollout not in ("members", "mean"):
+        raise DataError(f"rollout must be 'members' or 'mean', got '{request.rollout}'")
+
+
 def plan_inference(request: InferenceRequest, store: Store, config: RunConfig, meta: dict) -> InferencePlan:
     """Check a request against the model and the store (see the module docstring)."""
     if request.task not in TASKS:
         raise DataError(f"unknown inference task '{request.task}'; expected one of {list(TASKS)}")
+    _check_task_options(request)
     if request.task == "infill" and request.infill_region is None:
         raise DataError("task 'infill' needs the region to fill "
                         "(--infill-region lat_min lat_max lon_min lon_max)")
