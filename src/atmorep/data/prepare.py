@@ -107,7 +107,7 @@ def prepare_dataset(
     chunks = chunk_shape(box, (ds.sizes["time"], ds.sizes["latitude"], ds.sizes["longitude"]), chunk_fraction)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         _write(ds, tmp, chunks)
-        written = xr.open_zarr(tmp, consolidated=True)
+        written = _open_for_reduction(tmp)
         statistics = compute_statistics(written)
         report = nan_report(written)
         attrs = {
@@ -148,7 +148,8 @@ def _write(ds: xr.Dataset, path: Path, chunks: tuple[int, int, int]) -> None:
     variables = {}
     for name, var in ds.data_vars.items():
         target = {dim: sizes[dim] for dim in var.dims}
-        var = var.astype(np.float32).chunk(target)
+        task = _task_chunks(ds, chunks[0])
+        var = var.astype(np.float32).chunk({dim: task[dim] for dim in var.dims})
         spec = field_spec(str(name))
         var.attrs = {
             "units": spec.units,
@@ -157,7 +158,8 @@ def _write(ds: xr.Dataset, path: Path, chunks: tuple[int, int, int]) -> None:
             **var.attrs,
         }
         encoding[name] = {
-            "chunks": tuple(var.chunks[i][0] for i in range(var.ndim)),
+            "chunks": tuple(min(target[d], var.sizes[d]) if target[d] > 0 else var.sizes[d]
+                            for d in var.dims),
             "compressors": (COMPRESSOR,),
         }
         var.encoding = {}
@@ -167,6 +169,27 @@ def _write(ds: xr.Dataset, path: Path, chunks: tuple[int, int, int]) -> None:
         coord.encoding = {}
     encoding["time"] = {"units": TIME_UNITS, "dtype": "int64", "calendar": "proleptic_gregorian"}
     out.to_zarr(path, mode="w", encoding=encoding, consolidated=True, zarr_format=3)
+
+
+def _task_chunks(ds: xr.Dataset, time_chunk: int, target_bytes: int = 64 * 2**20) -> dict[str, int]:
+    """Dask chunks for writing and reducing: whole grids, ``k`` storage chunks along time.
+
+    Storage chunks are small (a fraction of a box); one dask task per storage chunk would make
+    the task graph, not the data, the cost. A task instead covers whole latitude-longitude grids
+    and a multiple of the storage time chunk (so every write is aligned), about ``target_bytes``.
+    """
+    per_step = max(1, sum(int(np.prod([v.sizes[d] for d in v.dims if d != "time"])) * 4
+                          for v in ds.data_vars.values()))
+    steps = max(time_chunk, (target_bytes // per_step) // time_chunk * time_chunk)
+    chunks = {"time": int(steps), "latitude": -1, "longitude": -1, "level": -1, "member": 1}
+    return {dim: size for dim, size in chunks.items() if dim in ds.dims}
+
+
+def _open_for_reduction(path: str | Path) -> xr.Dataset:
+    """A written store opened lazily in the dask chunks of :func:`_task_chunks` (same sums every time)."""
+    stored = xr.open_zarr(path, consolidated=True, chunks=None)
+    time_chunk = max(int(v.encoding["chunks"][v.dims.index("time")]) for v in stored.data_vars.values())
+    return xr.open_zarr(path, consolidated=True, chunks=_task_chunks(stored, time_chunk))
 
 
 def _finalise(path: Path, attrs: dict) -> None:
@@ -199,7 +222,7 @@ def update_statistics(path: str | Path, local_statistics: bool = False) -> Path:
     import zarr
 
     store = Store(path)  # validates that it is a complete store
-    ds = xr.open_zarr(store.path, consolidated=True)
+    ds = _open_for_reduction(store.path)
     statistics = compute_statistics(ds)
     if local_statistics:
         compute_local_statistics(ds).to_zarr(

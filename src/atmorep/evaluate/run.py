@@ -1,0 +1,160 @@
+"""What ``atmorep evaluate`` does: score prediction stores, write the tables and the report.
+
+For every prediction store (one per task) :func:`evaluate` scores the model and the task's
+baselines against the truth store (:func:`atmorep.evaluate.scoring.score`), writes the tables
+(``<task>/scores.csv``, ``scores.json``, ``rank_histogram.csv``, ``spectra.csv``), a summary
+(``summary.csv`` and ``summary.md``: per task and field the model against the baselines) and a
+Markdown report with figures (:func:`atmorep.evaluate.report.write_report`) into one directory.
+Only the windows the cases need are read from the truth store (see ``scoring``), so the cost does
+not grow with the length of the archive.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from rich.console import Group
+from rich.table import Table
+
+from atmorep.errors import DataError
+from atmorep.evaluate.report import MapCase, map_case, write_report
+from atmorep.evaluate.scoring import Scores, score, summary_table, write_scores
+from atmorep.infer.writer import open_prediction
+from atmorep.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What an evaluation wrote.
+
+    Attributes:
+        scores: per task (or ``task-2`` ... for repeated tasks) the scores.
+        summary: one row per task and field: the model against the baselines.
+        report: the Markdown report.
+        directory: where the tables, figures and report are.
+    """
+
+    scores: dict[str, Scores]
+    summary: pd.DataFrame
+    report: Path
+    directory: Path
+
+
+def _key(task: str, taken: Mapping[str, object]) -> str:
+    if task not in taken:
+        return task
+    number = 2
+    while f"{task}-{number}" in taken:
+        number += 1
+    return f"{task}-{number}"
+
+
+def _truth_dataset(truth: str | Path) -> xr.Dataset:
+    """The truth store opened lazily with xarray (field variables only)."""
+    try:
+        ds = xr.open_zarr(truth, consolidated=True)
+    except (FileNotFoundError, OSError, ValueError, KeyError) as error:
+        raise DataError(f"cannot open the truth store '{truth}': {error}") from None
+    return ds
+
+
+def _maps(prediction: xr.Dataset, truth: xr.Dataset, task: str) -> list[MapCase]:
+    """One map per predicted field: the middle level, the last lead, the first case."""
+    cases = []
+    for name in prediction.data_vars:
+        if name == "target_mask":
+            continue
+        variable = prediction[name]
+        level = None
+        if "level" in variable.dims:
+            levels = variable["level"].values[np.isfinite(variable.isel(
+                time=0, prediction_timedelta=0, member=0, latitude=0, longitude=0).values)]
+            level = float(levels[len(levels) // 2])
+        cases.append(map_case(prediction, truth, str(name), level,
+                              lead_index=prediction.sizes["prediction_timedelta"] - 1, time_index=0))
+    return cases
+
+
+def evaluate(predictions: Sequence[str | Path], truth: str | Path, climatology_source: str | Path | None,
+             directory: str | Path, settings: Mapping[str, object] | None = None,
+             maps: bool = True) -> EvaluationResult:
+    """Score prediction stores and write tables, summary and report into ``directory``.
+
+    Args:
+        predictions: prediction stores written by ``atmorep infer``.
+        truth: the prepared store holding the truth of the predicted period.
+        climatology_source: a prepared store of the training period (climatology baseline and the
+            anomaly correlation); None leaves both out.
+        directory: where to write.
+        settings: shown at the top of the report.
+        maps: draw maps of truth, prediction, error and spread.
+    """
+    if not predictions:
+        raise DataError("no prediction store given to evaluate")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    truth_ds = _truth_dataset(truth) if maps else None
+    all_scores: dict[str, Scores] = {}
+    map_cases: list[MapCase] = []
+    for path in predictions:
+        prediction = open_prediction(path)
+        key = _key(str(prediction.attrs["task"]), all_scores)
+        logger.info("scoring %s (%s)", path, key)
+        all_scores[key] = score(prediction, truth, climatology_source,
+                                climatology_cache=directory / "climatology")
+        write_scores(all_scores[key], directory / key)
+        if truth_ds is not None:
+            map_cases += _maps(prediction, truth_ds, key)
+    summary = summary_frame(all_scores)
+    atomic_write_text(directory / "summary.csv", summary.to_csv(index=False))
+    atomic_write_text(directory / "summary.md", summary_markdown(summary))
+    report = write_report(directory, all_scores, map_cases, settings={
+        "predictions": ", ".join(str(p) for p in predictions), "truth": str(truth),
+        "climatology": str(climatology_source), **(settings or {})})
+    return EvaluationResult(all_scores, summary, report, directory)
+
+
+def summary_frame(scores: Mapping[str, Scores]) -> pd.DataFrame:
+    """The summary tables of every task, one frame with a ``task`` column first."""
+    frames = []
+    for key, value in scores.items():
+        frame = summary_table(value)
+        frames.append(frame.assign(task=key)[["task", *[c for c in frame.columns if c != "task"]]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float | np.floating):
+        return "" if not np.isfinite(value) else f"{value:.4g}"
+    return str(value)
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """The summary as a Markdown table."""
+    header = [str(c) for c in summary.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in summary.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def summary_tables(scores: Mapping[str, Scores] | pd.DataFrame) -> Group:
+    """Rich tables of the summary, one per task, for the terminal."""
+    summary = scores if isinstance(scores, pd.DataFrame) else summary_frame(scores)
+    tables = []
+    for task, frame in summary.groupby("task", sort=False):
+        table = Table(title=f"{task}: model against baselines")
+        columns = [c for c in frame.columns if c != "task"]
+        for column in columns:
+            table.add_column(str(column), justify="left" if column == "field" else "right")
+        for row in frame[columns].itertuples(index=False):
+            table.add_row(*(_cell(v) for v in row))
+        tables.append(table)
+    return Group(*tables)
