@@ -11,6 +11,7 @@ not grow with the length of the archive.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -103,17 +104,18 @@ def evaluate(predictions: Sequence[str | Path], truth: str | Path, climatology_s
     directory.mkdir(parents=True, exist_ok=True)
     truth_ds = _truth_dataset(truth) if maps else None
     all_scores: dict[str, Scores] = {}
+    headline: dict[str, float | None] = {}
     map_cases: list[MapCase] = []
     for path in predictions:
         prediction = open_prediction(path)
         key = _key(str(prediction.attrs["task"]), all_scores)
         logger.info("scoring %s (%s)", path, key)
-        all_scores[key] = score(prediction, truth, climatology_source,
-                                climatology_cache=directory / "climatology")
+        all_scores[key] = score(path, truth, climatology_source, climatology_cache=directory / "climatology")
+        headline[key] = one_shot_lead(prediction)
         write_scores(all_scores[key], directory / key)
         if truth_ds is not None:
             map_cases += _maps(prediction, truth_ds, key)
-    summary = summary_frame(all_scores)
+    summary = summary_frame(all_scores, headline)
     atomic_write_text(directory / "summary.csv", summary.to_csv(index=False))
     atomic_write_text(directory / "summary.md", summary_markdown(summary))
     report = write_report(directory, all_scores, map_cases, settings={
@@ -122,12 +124,39 @@ def evaluate(predictions: Sequence[str | Path], truth: str | Path, climatology_s
     return EvaluationResult(all_scores, summary, report, directory)
 
 
-def summary_frame(scores: Mapping[str, Scores]) -> pd.DataFrame:
-    """The summary tables of every task, one frame with a ``task`` column first."""
+def one_shot_lead(prediction: xr.Dataset) -> float | None:
+    """A forecast's headline lead in hours: the last step the box predicts in one pass (no rollout).
+
+    None for other tasks (their summary averages every predicted step).
+    """
+    if prediction.attrs.get("task") != "forecast":
+        return None
+    try:
+        config = json.loads(prediction.attrs["config"])
+        block = config["train"]["forecast_tokens"] * config["fields"][0]["token_size"][0]
+        return float(block * prediction.attrs["time_step_hours"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def summary_frame(scores: Mapping[str, Scores],
+                  leads: Mapping[str, float | None] | None = None) -> pd.DataFrame:
+    """The summary tables of every task in one frame, columns ``task`` and ``lead`` first.
+
+    Args:
+        scores: per task.
+        leads: per task the lead (hours) to summarise; None or absent: the mean over all leads.
+    """
     frames = []
     for key, value in scores.items():
-        frame = summary_table(value)
-        frames.append(frame.assign(task=key)[["task", *[c for c in frame.columns if c != "task"]]])
+        lead = (leads or {}).get(key)
+        available = value.table["lead"].unique()
+        if lead is not None and not np.isclose(available, lead).any():
+            lead = None
+        frame = summary_table(value, lead)
+        frame.insert(0, "lead", "all" if lead is None else f"{lead:g} h")
+        frame.insert(0, "task", key)
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -146,14 +175,18 @@ def summary_markdown(summary: pd.DataFrame) -> str:
 
 
 def summary_tables(scores: Mapping[str, Scores] | pd.DataFrame) -> Group:
-    """Rich tables of the summary, one per task, for the terminal."""
+    """Rich tables of the summary, one per task, for the terminal: RMSE of the model and of each
+    baseline, the skill against the best baseline, and the model's ACC, CRPS and spread/skill."""
     summary = scores if isinstance(scores, pd.DataFrame) else summary_frame(scores)
     tables = []
     for task, frame in summary.groupby("task", sort=False):
-        table = Table(title=f"{task}: model against baselines")
-        columns = [c for c in frame.columns if c != "task"]
+        frame = frame.dropna(axis=1, how="all")
+        lead = frame["lead"].iloc[0]
+        table = Table(title=f"{task} (lead {lead}): RMSE of the model and the baselines")
+        columns = [c for c in frame.columns if c not in ("task", "lead")]
         for column in columns:
-            table.add_column(str(column), justify="left" if column == "field" else "right")
+            header = str(column).removeprefix("rmse_").replace("best_baseline", "best").replace("_", "/")
+            table.add_column(header, justify="left" if column in ("field", "best_baseline") else "right")
         for row in frame[columns].itertuples(index=False):
             table.add_row(*(_cell(v) for v in row))
         tables.append(table)
