@@ -247,11 +247,14 @@ def quickstart(
     train_days: Annotated[float, typer.Option(help="Simulated days of the training period.")] = 90.0,
     eval_days: Annotated[float, typer.Option(help="Simulated days of validation and test periods.")] = 15.0,
     spinup_days: Annotated[float, typer.Option(help="Simulator spin-up before each period.")] = 20.0,
+    lead_hours: Annotated[float, typer.Option(help="Longest forecast lead on the test period.")] = 6.0,
+    case_every_hours: Annotated[float, typer.Option(help="Spacing of the test cases.")] = 12.0,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="key=value overrides of the tiny config.")
     ] = None,
 ) -> None:
-    """Simulate, prepare, sample and train on the embedded default corpus (re-runs reuse finished steps)."""
+    """Simulate, prepare, train, infer on a held-out period and evaluate: the whole pipeline on the embedded
+    default corpus (re-runs reuse finished steps)."""
     from atmorep.quickstart import Period, QuickstartPlan, run
 
     periods = (
@@ -266,6 +269,8 @@ def quickstart(
             train_minutes=train_minutes,
             spinup_days=spinup_days,
             overrides=tuple(overrides or ()),
+            forecast_lead_hours=lead_hours,
+            case_every_hours=case_every_hours,
         ),
         console,
     )

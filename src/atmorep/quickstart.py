@@ -6,23 +6,31 @@ Steps, each skipped when its output is already complete (so a re-run reuses fini
    model (different start dates and seeds: independent trajectories);
 2. prepare each period into a store chunked for box sampling, with normalisation statistics;
 3. draw a few batches (a sampling check that prints what the model will see);
-4. train the ``tiny`` preset for a bounded wall-clock time.
+4. train the ``tiny`` preset for a bounded wall-clock time (a finished run is marked ``done.json``
+   and not trained again; an interrupted one resumes from its checkpoint);
+5. infer on the held-out test period: global forecasts (one-shot lead and a rollout step) and
+   temporal interpolations, every ``case_every_hours``;
+6. evaluate them against the test truth and the baselines (persistence, climatology of the training
+   period, linear interpolation), write the tables and a report with figures;
+7. print the summary table: per field the model against the baselines.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, Group
 
 from atmorep.config import RunConfig, load_config
 
 log = logging.getLogger(__name__)
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "tiny.yaml"
+DONE = "done.json"  # marks a finished training run
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,10 @@ class QuickstartPlan:
     spinup_days: float = 20.0
     levels: tuple[float, ...] = (0.835, 0.51, 0.2)
     overrides: tuple[str, ...] = field(default_factory=tuple)
+    tasks: tuple[str, ...] = ("forecast", "interpolate")
+    forecast_lead_hours: float = 6.0
+    case_every_hours: float = 12.0
+    batch_size: int = 16
 
     def raw(self, period: Period) -> Path:
         return self.root / "raw" / f"{period.name}.zarr"
@@ -66,6 +78,16 @@ class QuickstartPlan:
     @property
     def run_dir(self) -> Path:
         return self.root / "runs" / "tiny"
+
+    def prediction(self, task: str) -> Path:
+        return self.root / "predictions" / f"{task}.zarr"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return self.root / "evaluation"
+
+    def period(self, name: str) -> Period:
+        return next(p for p in self.periods if p.name == name)
 
 
 def run_config(plan: QuickstartPlan, extra: Sequence[str] = ()) -> RunConfig:
@@ -99,21 +121,135 @@ def prepare_periods(plan: QuickstartPlan, config: RunConfig) -> None:
         prepare([str(plan.raw(period))], out, box=config.data.box.shape)
 
 
+def train_once(plan: QuickstartPlan, config: RunConfig, console: Console) -> None:
+    """Train unless a finished run is marked; resume an interrupted one."""
+    from atmorep.io import atomic_write_text
+    from atmorep.train.cli_support import summarise_result
+    from atmorep.train.loop import train
+
+    marker = plan.run_dir / DONE
+    if marker.is_file():
+        console.print(f"training finished before ({marker}): {marker.read_text().strip()}")
+        return
+    result = train(config, resume=(plan.run_dir / "checkpoint").exists())
+    console.print(summarise_result(result))
+    atomic_write_text(marker, json.dumps({"step": result.step, "stop_reason": result.stop_reason}))
+
+
 def run(plan: QuickstartPlan, console: Console | None = None) -> None:
     """Run every step of the quickstart, reusing finished ones."""
     from atmorep.data.demo import sample_demo
-    from atmorep.train.loop import train
 
     console = console or Console()
-    console.rule("1/4 simulate the default corpus")
+    console.rule("1/7 simulate the default corpus")
     simulate_periods(plan)
-    console.rule("2/4 prepare stores")
+    console.rule("2/7 prepare stores")
     config = run_config(plan)
     prepare_periods(plan, config)
-    console.rule("3/4 sample boxes")
+    console.rule("3/7 sample boxes")
     box = config.data.box.shape
     console.print(sample_demo([str(plan.store(plan.periods[0]))], [f.name for f in config.fields], box,
                               config.data.boxes_per_window, 2, 0, 0))
-    console.rule("4/4 train the tiny model")
-    result = train(config, resume=(plan.run_dir / "checkpoint").exists())
-    console.print(result)
+    console.rule("4/7 train the tiny model")
+    train_once(plan, config, console)
+    console.rule("5/7 infer on the test period")
+    predictions = infer_test_period(plan, console)
+    console.rule("6/7 evaluate against the baselines")
+    result = evaluate_predictions(plan, predictions, console)
+    console.rule("7/7 summary")
+    console.print(summary(result.summary))
+
+
+def case_times(plan: QuickstartPlan, task: str, config: RunConfig) -> tuple:
+    """Reference times of the test period whose windows and verifying truth lie inside its store."""
+    import numpy as np
+
+    from atmorep.data.store import Store
+    from atmorep.infer.tasks import case_layout
+
+    axis = Store(plan.store(plan.period("test"))).time
+    layout = case_layout(task, config)
+    spacing = (axis[1] - axis[0]) * config.data.time_step
+    after = plan.forecast_lead_hours if task == "forecast" else (layout.window - 1 - layout.reference) * (
+        spacing / np.timedelta64(1, "h"))
+    first = axis[0] + layout.reference * spacing
+    last = axis[-1] - np.timedelta64(int(after * 3600), "s")
+    every = np.timedelta64(int(plan.case_every_hours * 3600), "s")
+    times = np.arange(first, last + np.timedelta64(1, "s"), every)
+    return tuple(t for t in times if t in set(axis))
+
+
+def infer_test_period(plan: QuickstartPlan, console: Console) -> dict[str, Path]:
+    """Predict the test period with every task of the plan; reuse predictions of the same checkpoint."""
+    from atmorep.infer.engine import infer
+    from atmorep.infer.predictor import BoxPredictor
+    from atmorep.infer.request import InferenceRequest
+    from atmorep.infer.writer import open_prediction
+    from atmorep.progress import progress_bar
+    from atmorep.train.checkpoint import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(plan.run_dir)
+    predictor = BoxPredictor.from_checkpoint(checkpoint)
+    outputs = {}
+    for task in plan.tasks:
+        output = plan.prediction(task)
+        outputs[task] = output
+        if output.exists() and _same_checkpoint(open_prediction(output).attrs, checkpoint):
+            console.print(f"{task}: reusing {output}")
+            continue
+        request = InferenceRequest(checkpoint, plan.store(plan.period("test")), output, task=task,
+                                   times=case_times(plan, task, predictor.config),
+                                   lead_hours=plan.forecast_lead_hours if task == "forecast" else None,
+                                   batch_size=plan.batch_size, overwrite=True)
+        with progress_bar(task, console) as advance:
+            result = infer(request, progress=advance, predictor=predictor)
+        console.print(f"{task}: {result.cases} cases, {result.tiles} tiles in {result.seconds:.1f} s "
+                      f"({result.tiles_per_second:.1f} tiles/s)")
+    return outputs
+
+
+def _same_checkpoint(attrs: dict, checkpoint: Path) -> bool:
+    from atmorep.train.checkpoint import read_meta
+
+    return attrs.get("checkpoint_step") == read_meta(checkpoint).get("step")
+
+
+def evaluate_predictions(plan: QuickstartPlan, predictions: dict[str, Path], console: Console):
+    """Score every prediction, write the tables and the report (an ``EvaluationResult``)."""
+    from atmorep.evaluate.run import evaluate
+
+    result = evaluate(list(predictions.values()), plan.store(plan.period("test")),
+                      plan.store(plan.period("train")), plan.evaluation_dir,
+                      settings={"checkpoint": str(plan.run_dir), "train minutes": plan.train_minutes,
+                                "test period": plan.period("test").start})
+    console.print(f"report: {result.report}")
+    return result
+
+
+def summary(frame) -> Group:
+    """The summary tables (each field: the model against the baselines) and the science checks."""
+    from atmorep.evaluate.run import summary_tables
+
+    return Group(summary_tables(frame), *science_checks(frame))
+
+
+# the bars of the quickstart: (task, reference method) whose RMSE the model must beat
+BARS = (("forecast", "persistence"), ("interpolate", "linear"))
+SPREAD_SKILL = (0.5, 2.0)
+
+
+def science_checks(frame) -> list[str]:
+    """One line per task and field: does the model beat its reference, is its spread/skill in range."""
+    import numpy as np
+
+    lines = []
+    for task, reference in BARS:
+        for row in frame[frame["task"] == task].itertuples(index=False):
+            model, base = row.rmse_model, getattr(row, f"rmse_{reference}", np.nan)
+            ratio = row.spread_skill
+            beats = "beats" if model < base else "does NOT beat"
+            calibrated = "in" if SPREAD_SKILL[0] <= ratio <= SPREAD_SKILL[1] else "OUT of"
+            low, high = SPREAD_SKILL
+            lines.append(f"{task} {row.field} (lead {row.lead}): model RMSE {model:.4g} {beats} {reference} "
+                         f"{base:.4g}; spread/skill {ratio:.3g} {calibrated} [{low}, {high}]")
+    return lines

@@ -13,6 +13,7 @@ never hold NaN. The number of skipped boxes is counted in ``Batch.extras["skippe
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -175,11 +176,18 @@ class BoxDataset(IterableDataset):
 
 
 def make_loader(dataset: BoxDataset, num_workers: int = 0) -> DataLoader:
-    """A data loader that passes whole batches through (``batch_size=None``)."""
+    """A data loader that passes whole batches through (``batch_size=None``).
+
+    Workers are forked, unless JAX is loaded in this process (the simulator ran in it, as in the
+    quickstart): forking a multithreaded JAX process can deadlock, so workers are then started
+    with ``forkserver``.
+    """
+    context = "forkserver" if num_workers > 0 and "jax" in sys.modules else None
     return DataLoader(
         dataset,
         batch_size=None,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         prefetch_factor=2 if num_workers > 0 else None,
+        multiprocessing_context=context,
     )

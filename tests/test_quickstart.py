@@ -1,0 +1,78 @@
+"""The README's first command, end to end in a reduced configuration, and the quickstart's pieces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from atmorep.cli import app
+from atmorep.config import load_config
+from atmorep.infer.tasks import case_layout
+from atmorep.quickstart import CONFIG, Period, QuickstartPlan, science_checks
+
+REDUCED = ["--train-days", "1.5", "--eval-days", "1", "--spinup-days", "0.5", "--train-minutes", "0.3",
+           "--lead-hours", "6", "--case-every-hours", "6",
+           "train.validate_every=20", "train.checkpoint_every=20", "train.validation_batches=1",
+           "train.optim.warmup_steps=5"]
+
+
+@pytest.mark.slow
+def test_quickstart_runs_end_to_end_and_reuses_its_steps(tmp_path):
+    root = tmp_path / "qs"
+    runner = CliRunner()
+    first = runner.invoke(app, ["quickstart", "--root", str(root), *REDUCED])
+    assert first.exit_code == 0, first.output
+    for task in ("forecast", "interpolate"):
+        assert (root / "predictions" / f"{task}.zarr" / "zarr.json").is_file()
+        assert (root / "evaluation" / task / "scores.csv").is_file()
+    report = (root / "evaluation" / "report.md").read_text()
+    assert "## forecast" in report and "## interpolate" in report
+    summary = pd.read_csv(root / "evaluation" / "summary.csv")
+    assert set(summary["field"]) == {"t", "u", "v"}
+    forecast = summary[summary["task"] == "forecast"]
+    assert (forecast["lead"] == "3 h").all()  # the one-shot lead of the tiny box
+    assert np.isfinite(forecast[["rmse_model", "rmse_persistence", "spread_skill"]].to_numpy()).all()
+    assert "model RMSE" in first.output and "persistence" in first.output
+
+    again = runner.invoke(app, ["quickstart", "--root", str(root), *REDUCED])
+    assert again.exit_code == 0, again.output
+    assert "training finished before" in again.output
+    assert "forecast: reusing" in again.output and "interpolate: reusing" in again.output
+
+
+def test_case_times_keep_every_window_and_its_truth_inside_the_test_period(tmp_path, monkeypatch):
+    config = load_config(CONFIG)
+    axis = np.arange(np.datetime64("2002-01-01T00"), np.datetime64("2002-01-03T00"), np.timedelta64(1, "h"))
+
+    class FakeStore:
+        def __init__(self, path):
+            self.time = axis.astype("datetime64[s]")
+
+    monkeypatch.setattr("atmorep.data.store.Store", FakeStore)
+    from atmorep.quickstart import case_times
+
+    plan = QuickstartPlan(root=tmp_path, periods=(Period("test", "2002-01-01", 2, 3),), forecast_lead_hours=6,
+                          case_every_hours=12)
+    forecast = case_times(plan, "forecast", config)
+    layout = case_layout("forecast", config)
+    assert forecast[0] == axis[layout.reference]  # the first window starts with the period
+    assert all(t + np.timedelta64(6, "h") <= axis[-1] for t in forecast)
+    assert np.all(np.diff(forecast) == np.timedelta64(12, "h"))
+    interpolate = case_times(plan, "interpolate", config)
+    gap = case_layout("interpolate", config)
+    assert interpolate[0] == axis[gap.reference]
+    assert all(t + np.timedelta64(gap.window - 1 - gap.reference, "h") <= axis[-1] for t in interpolate)
+
+
+def test_science_checks_say_whether_the_model_beats_its_reference():
+    frame = pd.DataFrame({"task": ["forecast", "forecast", "interpolate"], "lead": ["3 h", "3 h", "all"],
+                          "field": ["t", "u", "t"], "rmse_model": [0.5, 2.0, 0.1],
+                          "rmse_persistence": [1.0, 1.0, np.nan], "rmse_linear": [np.nan, np.nan, 0.2],
+                          "spread_skill": [0.9, 3.0, 1.1]})
+    lines = science_checks(frame)
+    assert len(lines) == 3
+    assert "forecast t" in lines[0] and " beats persistence" in lines[0] and " in [0.5" in lines[0]
+    assert "does NOT beat persistence" in lines[1] and "OUT of" in lines[1]
+    assert "interpolate t" in lines[2] and " beats linear" in lines[2]
