@@ -200,6 +200,13 @@ def test_a_failure_keeps_the_existing_report(tmp_path, monkeypatch, failing):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "report.md"]
 
 
+def test_markdown_tables_escape_cells_and_align_numbers():
+    lines = report.markdown_table(["name", "value"], [["a|b", "1.5"], ["two\nlines", 2]], numeric=["value"])
+    assert lines == ["| name | value |", "| --- | ---: |", "| a\\|b | 1.5 |", "| two lines | 2 |"]
+    assert [report.number_cell(v) for v in (None, np.nan, 1234.5678, 0.5)] == [report.MISSING, "NaN",
+                                                                               "1235", "0.5"]
+
+
 def test_map_case_shapes_are_checked():
     good = case()
     with pytest.raises(DataError, match="spread has shape"):

@@ -11,6 +11,7 @@ data.
 - :func:`linear_interpolation`: linear in time between two known steps (temporal interpolation).
 - :func:`coarsen` and :func:`upsample`: block-mean coarsening, and bilinear or bicubic
   interpolation back to a finer grid, periodic in longitude (downscaling).
+- :func:`unwrapped_longitude`: a regional grid's longitudes made increasing across 0 degrees east.
 """
 
 from __future__ import annotations
@@ -166,6 +167,16 @@ def coarsen(field: Data, factor: int) -> Data:
     return field.coarsen(latitude=factor, longitude=factor, boundary="exact").mean()
 
 
+def unwrapped_longitude(longitude: np.ndarray, origin: float | None = None) -> np.ndarray:
+    """Longitudes ``[W]`` taken into ``[origin, origin + 360)``, ``origin`` the first by default.
+
+    A grid increasing modulo 360 (e.g. 340, 0, 20 degrees east) becomes increasing (340, 360, 380).
+    """
+    longitude = np.asarray(longitude)
+    origin = longitude[0] if origin is None else origin
+    return origin + np.mod(longitude - origin, 360.0)
+
+
 def _is_full_circle(longitude: np.ndarray) -> bool:
     """Whether equally spaced longitudes cover the whole circle (spacing x count = 360)."""
     if longitude.size < 2:
@@ -182,7 +193,7 @@ def _interpolate_grid(values: np.ndarray, latitude: np.ndarray, longitude: np.nd
     if periodic:  # close the circle: [..., W + 1], the first column repeated at lon0 + 360
         longitude = np.append(longitude, longitude[0] + 360.0)
         values = np.concatenate([values, values[..., :1]], axis=-1)
-        target_longitude = longitude[0] + np.mod(target_longitude - longitude[0], 360.0)
+        target_longitude = unwrapped_longitude(target_longitude, origin=longitude[0])
     boundary = "periodic" if periodic and order > 1 else None
     along_longitude = make_interp_spline(longitude, values, k=order, axis=-1, bc_type=boundary)
     values = along_longitude(target_longitude)  # [..., H, W']

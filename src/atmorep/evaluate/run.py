@@ -5,8 +5,8 @@ baselines against the truth store (:func:`atmorep.evaluate.scoring.score`), writ
 (``<task>/scores.csv``, ``scores.json``, ``rank_histogram.csv``, ``spectra.csv``), a summary
 (``summary.csv`` and ``summary.md``: per task and field the model against the baselines) and a
 Markdown report with figures (:func:`atmorep.evaluate.report.write_report`) into one directory.
-Only the windows the cases need are read from the truth store (see ``scoring``), so the cost does
-not grow with the length of the archive.
+Only the steps the cases need are read from the truth store (:mod:`atmorep.evaluate.truth`), so
+the cost does not grow with the length of the archive.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from rich.console import Group
 from rich.table import Table
 
 from atmorep.errors import DataError
-from atmorep.evaluate.report import MapCase, map_case, write_report
-from atmorep.evaluate.scoring import Scores, score, summary_table, write_scores
+from atmorep.evaluate.report import MapCase, map_case, markdown_table, number_cell, write_report
+from atmorep.evaluate.scoring import MASK, Scores, predicted_levels, score, summary_table, write_scores
+from atmorep.evaluate.truth import open_store
 from atmorep.infer.writer import open_prediction
 from atmorep.io import atomic_write_text
 
@@ -58,26 +59,16 @@ def _key(task: str, taken: Mapping[str, object]) -> str:
     return f"{task}-{number}"
 
 
-def _truth_dataset(truth: str | Path) -> xr.Dataset:
-    """The truth store opened lazily with xarray (field variables only)."""
-    try:
-        ds = xr.open_zarr(truth, consolidated=True)
-    except (FileNotFoundError, OSError, ValueError, KeyError) as error:
-        raise DataError(f"cannot open the truth store '{truth}': {error}") from None
-    return ds
-
-
 def _maps(prediction: xr.Dataset, truth: xr.Dataset, task: str) -> list[MapCase]:
-    """One map per predicted field: the middle level, the last lead, the first case."""
+    """One map per predicted field: the middle of its predicted levels, the last lead, the first case."""
     cases = []
     for name in prediction.data_vars:
-        if name == "target_mask":
+        if name == MASK:
             continue
         variable = prediction[name]
         level = None
         if "level" in variable.dims:
-            levels = variable["level"].values[np.isfinite(variable.isel(
-                time=0, prediction_timedelta=0, member=0, latitude=0, longitude=0).values)]
+            levels = variable["level"].values[predicted_levels(variable)]
             level = float(levels[len(levels) // 2])
         cases.append(map_case(prediction, truth, str(name), level,
                               lead_index=prediction.sizes["prediction_timedelta"] - 1, time_index=0))
@@ -102,7 +93,7 @@ def evaluate(predictions: Sequence[str | Path], truth: str | Path, climatology_s
         raise DataError("no prediction store given to evaluate")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    truth_ds = _truth_dataset(truth) if maps else None
+    truth_ds = open_store(truth, "truth store", chunks={}) if maps else None
     all_scores: dict[str, Scores] = {}
     headline: dict[str, float | None] = {}
     map_cases: list[MapCase] = []
@@ -161,17 +152,18 @@ def summary_frame(scores: Mapping[str, Scores],
 
 
 def _cell(value: object) -> str:
+    """A summary cell: numbers to 4 significant digits, empty where not scored (NaN)."""
     if isinstance(value, float | np.floating):
-        return "" if not np.isfinite(value) else f"{value:.4g}"
+        return "" if not np.isfinite(value) else number_cell(float(value))
     return str(value)
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:
-    """The summary as a Markdown table."""
+    """The summary as a Markdown table, numeric columns aligned right."""
     header = [str(c) for c in summary.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in summary.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    numeric = [str(c) for c in summary.columns if pd.api.types.is_numeric_dtype(summary[c])]
+    rows = [[_cell(v) for v in row] for row in summary.itertuples(index=False)]
+    return "\n".join(markdown_table(header, rows, numeric)) + "\n"
 
 
 def summary_tables(scores: Mapping[str, Scores] | pd.DataFrame) -> Group:

@@ -2,23 +2,13 @@
 
 :func:`score` reads a prediction store (the WeatherBench-2 layout written by ``atmorep infer``: dims
 ``time, prediction_timedelta, member, [level], latitude, longitude`` and the global attribute
-``task``), selects the truth at its valid times from a prepared store and builds the baselines of
-its task:
-
-========================  ==========================================================================
-task                      methods scored
-========================  ==========================================================================
-forecast                  model, persistence (truth at ``time``), climatology
-interpolate               model, linear (in time, between the truth at ``time`` and at the first
-                          step after the gap, ``time + max(prediction_timedelta) + time_step_hours``),
-                          climatology
-infill, reconstruct       model, persistence (truth at the window start ``time``), climatology;
-                          scored only where ``target_mask`` is True
-downscale                 model, bilinear, bicubic (the truth coarsened by ``coarsen_factor`` with
-                          :func:`atmorep.evaluate.baselines.coarsen` and upsampled back); a grid
-                          whose size is not a multiple of the factor is cropped at its northern
-                          and eastern ends to the largest multiple, for all methods alike
-========================  ==========================================================================
+``task``), selects the truth at its valid times from a prepared store and scores the model and the
+baselines of its task (:mod:`atmorep.evaluate.task_baselines`): persistence and climatology for
+forecast, infill and reconstruct, linear interpolation in time and climatology for interpolate,
+bilinear and bicubic upsampling of the coarsened truth for downscale. A downscaling grid whose size
+is not a multiple of ``coarsen_factor`` is cropped at its northern and eastern ends to the largest
+multiple, for all methods alike; infill and reconstruct are scored only where ``target_mask`` is
+True.
 
 Metrics come from :mod:`atmorep.evaluate.metrics`, reduced over time, latitude (area-weighted) and
 longitude: ``rmse``, ``mae``, ``bias`` and ``acc`` of the ensemble mean; ``crps`` (fair), ``spread``
@@ -29,16 +19,10 @@ anomaly is zero). The model's rank histogram (two members or more) and the zonal
 model and truth (:func:`metrics.power_spectrum`; each row of a regional grid is taken as periodic,
 for model and truth alike) come with the scores.
 
-**Cost.** Nothing is read from the truth store but its coordinates before the cases are known:
-the store is opened without dask, the valid (and reference) times of the cases are looked up in
-its time axis and only those steps, on the prediction's levels and grid, are read, one dask chunk
-per case. The climatology is computed from a training store restricted, before any reduction, to
-the days of year (widened by half the smoothing window) and hours of the valid times. So a truth
-store ten times longer costs the same; a longer training store costs more only through the days
-it holds for the needed dates. With ``climatology_cache`` (e.g. ``<output>/climatology``, one small
-zarr store per field) the restricted climatology is written once and reused by later calls whose
-dates it covers; a source given as a climatology (dims ``dayofyear`` or ``month`` and ``hour``) is
-used as it is.
+**Cost.** Only the steps the cases need are read from the truth store, one dask chunk per case
+(:mod:`atmorep.evaluate.truth`), and the climatology is computed from the days of year and hours
+of the valid times only, optionally cached (:mod:`atmorep.evaluate.climatology_source`). So a
+truth store ten times longer costs the same.
 
 **Masked tasks.** Means over the masked points are ``<m x> / <m>`` with latitude weights: forecast
 and truth are zeroed outside the mask, scored by the metrics functions and rescaled by the
@@ -50,10 +34,8 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property, partial
 from pathlib import Path
 
 import dask
@@ -62,34 +44,27 @@ import pandas as pd
 import xarray as xr
 
 from atmorep.errors import DataError
-from atmorep.evaluate import baselines, metrics
-from atmorep.evaluate.climatology import DAYS_IN_YEAR, climatology_at, climatology_from, is_climatology
-from atmorep.io import atomic_directory, atomic_write_text
+from atmorep.evaluate import metrics
+from atmorep.evaluate.climatology_source import at_cases, climatologies
+from atmorep.evaluate.task_baselines import BASELINES, BUILDERS, REQUIRED_ATTRS, Context
+from atmorep.evaluate.truth import SPATIAL, LazyStore
+from atmorep.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 MODEL = "model"
 MASK = "target_mask"
 MASKED_TASKS = ("infill", "reconstruct")
-BASELINES: dict[str, tuple[str, ...]] = {  # the reference methods of each task, by builder name
-    "forecast": ("persistence", "climatology"),
-    "interpolate": ("linear", "climatology"),
-    "infill": ("persistence", "climatology"),
-    "reconstruct": ("persistence", "climatology"),
-    "downscale": ("bilinear", "bicubic"),
+COLUMNS: dict[str, tuple[str, ...]] = {  # the columns of each table of Scores
+    "table": ("task", "field", "level", "lead", "method", "metric", "value"),
+    "rank_histogram": ("task", "field", "level", "lead", "rank", "frequency"),
+    "spectra": ("task", "field", "level", "lead", "method", "wavenumber", "power"),
 }
-TABLE_COLUMNS = ["task", "field", "level", "lead", "method", "metric", "value"]
-HISTOGRAM_COLUMNS = ["task", "field", "level", "lead", "rank", "frequency"]
-SPECTRA_COLUMNS = ["task", "field", "level", "lead", "method", "wavenumber", "power"]
-REQUIRED_ATTRS: dict[str, tuple[str, ...]] = {"interpolate": ("time_step_hours",),
-                                               "downscale": ("coarsen_factor",)}
 FILES = {"table": "scores.csv", "rank_histogram": "rank_histogram.csv", "spectra": "spectra.csv"}
 RECORDS = "scores.json"
 TEXT_COLUMNS = {"task": str, "field": str, "method": str, "metric": str}
 FLOAT_COLUMNS = {"level": np.float64, "lead": np.float64}
 SUMMARY_METRICS = ("acc", "crps", "spread_skill")  # the model's, next to the RMSEs
-CHUNK_BYTES = 64 * 2**20  # dask chunk size of the training data read for a climatology
-SPATIAL = ("latitude", "longitude")
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,240 +80,6 @@ class Scores:
     table: pd.DataFrame
     rank_histogram: pd.DataFrame
     spectra: pd.DataFrame
-
-
-def _open_zarr(path: str | Path, what: str, **kwargs) -> xr.Dataset:
-    try:
-        with warnings.catch_warnings():  # stores without consolidated metadata are fine
-            warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated", RuntimeWarning)
-            return xr.open_dataset(path, engine="zarr", consolidated=None, **kwargs)
-    except Exception as error:  # zarr raises several types for missing or corrupt stores
-        raise DataError(f"cannot open {what} '{path}': {type(error).__name__}: {error}") from None
-
-
-def _open_prediction(path: str | Path) -> xr.Dataset:
-    """The prediction store at ``path``, opened lazily and checked (``atmorep.infer.writer``)."""
-    from atmorep.infer.writer import open_prediction
-
-    return open_prediction(path)
-
-
-class _LazyStore:
-    """A zarr store opened without dask: selections stay lazy and read only what they index."""
-
-    def __init__(self, path: str | Path, what: str):
-        self.path, self.what = str(path), what
-        dataset = _open_zarr(path, what, chunks=None, cache=False)
-        self.dataset = dataset[[n for n, v in dataset.data_vars.items() if set(SPATIAL) <= set(v.dims)]]
-        self.is_climatology = is_climatology(self.dataset)
-
-    @cached_property
-    def time(self) -> pd.DatetimeIndex:
-        if "time" not in self.dataset.dims:
-            raise DataError(f"{self.what} '{self.path}' has no dim 'time' (dims {list(self.dataset.dims)})")
-        return pd.DatetimeIndex(self.dataset["time"].values).as_unit("ns")
-
-    def positions(self, times: np.ndarray, what: str) -> np.ndarray:
-        """Indices of ``times`` along the store's time axis; DataError naming the first missing one."""
-        times = pd.DatetimeIndex(np.asarray(times).ravel()).as_unit("ns")
-        index = self.time.get_indexer(times)
-        if (index < 0).any():
-            missing = times[index < 0]
-            raise DataError(f"{self.what} '{self.path}' has no data at {what} {missing[0]} "
-                            f"({missing.size} of {times.size} missing)")
-        return index
-
-    def variable(self, field: str, like: xr.DataArray) -> xr.DataArray:
-        """``field`` on ``like``'s levels, latitudes and longitudes (lazy), with ``like``'s coordinates."""
-        if field not in self.dataset:
-            raise DataError(f"{self.what} '{self.path}' has no field '{field}' "
-                            f"(available: {list(self.dataset.data_vars)})")
-        data = self.dataset[field]
-        if "member" in data.dims:
-            raise DataError(f"{self.what} '{self.path}' holds an ensemble (dim 'member' of '{field}'); "
-                            f"prepare the truth with one member")
-        if ("level" in data.dims) != ("level" in like.dims):
-            raise DataError(f"{self.what} '{self.path}': field '{field}' has dims {list(data.dims)}, but "
-                            f"the prediction's has {'' if 'level' in like.dims else 'no '}level")
-        dims = [d for d in ("level", *SPATIAL) if d in like.dims]
-        indexers = {d: self._match(data[d].values, like[d].values, d) for d in dims}
-        return data.isel(indexers).assign_coords({d: like[d].values for d in dims})
-
-    def _match(self, available: np.ndarray, wanted: np.ndarray, name: str) -> np.ndarray:
-        difference = wanted[:, None] - available[None, :]  # [wanted, available]
-        if name == "longitude":
-            difference = (difference + 180.0) % 360.0 - 180.0
-        hit = np.isclose(difference, 0.0, atol=1e-6, rtol=0.0)
-        found = hit.any(axis=1)
-        if not found.all():
-            raise DataError(f"{self.what} '{self.path}' has no {name} {wanted[~found][:3].tolist()} of the "
-                            f"prediction (its grid must be a subset of the store's)")
-        return hit.argmax(axis=1)
-
-    def read(self, field: str, times: np.ndarray, like: xr.DataArray, what: str,
-             chunk: int = 1) -> xr.DataArray:
-        """``field`` at ``times`` on ``like``'s grid, ``(time, [level], latitude, longitude)``, dask."""
-        return self.variable(field, like).isel(time=self.positions(times, what)).chunk({"time": chunk})
-
-    def cases(self, field: str, like: xr.DataArray) -> xr.DataArray:
-        """``field`` at the valid times of ``like`` (dims time, prediction_timedelta), one chunk per case."""
-        times, leads = like["time"].values, like["prediction_timedelta"].values
-        valid = (times[:, None] + leads[None, :]).ravel()  # [I * P], case after case
-        flat = self.read(field, valid, like, "valid time", chunk=leads.size)  # (I * P, [L], H, W)
-        values = flat.data.reshape(times.size, leads.size, *flat.shape[1:])  # [I * P, ...] -> [I, P, ...]
-        coords = {"time": times, "prediction_timedelta": leads, **{d: flat[d] for d in flat.dims[1:]}}
-        return xr.DataArray(values, dims=("time", "prediction_timedelta", *flat.dims[1:]), coords=coords,
-                            name=field, attrs=flat.attrs)
-
-
-@dataclass(frozen=True)
-class _Context:
-    """What a baseline builder needs: the truth store, the truth of the cases and the task's attrs."""
-
-    store: _LazyStore
-    field: str
-    truth: xr.DataArray  # (time, prediction_timedelta, [level], latitude, longitude)
-    climatology: xr.DataArray | None  # at the truth's coordinates
-    attrs: dict
-
-
-def _persistence(context: _Context) -> xr.DataArray:
-    truth = context.truth
-    start = context.store.read(context.field, truth["time"].values, truth, "reference time")
-    return baselines.persistence(start, truth["time"].values, truth["prediction_timedelta"].values)
-
-
-def _linear(context: _Context) -> xr.DataArray:
-    truth, leads = context.truth, context.truth["prediction_timedelta"].values
-    step = np.timedelta64(round(float(context.attrs["time_step_hours"]) * 3600e9), "ns")
-    starts = truth["time"].values
-    ends = starts + leads.max() + step  # the first known step after the gap
-    known = context.store.read(context.field, np.unique(np.concatenate([starts, ends])), truth,
-                               "interpolation end point")
-    cases = [baselines.linear_interpolation(known, start, end, start + leads)
-             .assign_coords(time=leads).rename(time="prediction_timedelta")
-             for start, end in zip(starts, ends)]
-    return xr.concat(cases, dim=pd.Index(starts, name="time"))
-
-
-def _upsampled(context: _Context, method: baselines.Method) -> xr.DataArray:
-    longitude = context.truth["longitude"].values
-    unwrapped = longitude[0] + np.mod(longitude - longitude[0], 360.0)  # increasing across 0/360
-    truth = context.truth.assign_coords(longitude=unwrapped)
-    coarse = baselines.coarsen(truth, int(context.attrs["coarsen_factor"]))
-    fine = baselines.upsample(coarse, truth["latitude"].values, unwrapped, method)
-    return fine.assign_coords(longitude=longitude)
-
-
-BUILDERS: dict[str, Callable[[_Context], xr.DataArray | None]] = {
-    "persistence": _persistence,
-    "linear": _linear,
-    "climatology": lambda context: context.climatology,  # None without a climatology source
-    "bilinear": partial(_upsampled, method="bilinear"),
-    "bicubic": partial(_upsampled, method="bicubic"),
-}
-
-
-def _needed(like: xr.DataArray) -> tuple[set[int], set[int]]:
-    """The days of year and hours of the valid times of ``like`` (dims time, prediction_timedelta)."""
-    valid = like["time"].values[:, None] + like["prediction_timedelta"].values[None, :]  # [I, P]
-    valid = pd.DatetimeIndex(valid.ravel())
-    return set(valid.day_of_year.tolist()), set(valid.hour.tolist())
-
-
-def _restricted(climatology: xr.DataArray, days: set[int], hours: set[int]) -> xr.DataArray:
-    """``climatology`` at the wanted days of year and hours that it holds (lazy where it was)."""
-    wanted = {"dayofyear": days, "hour": hours}
-    return climatology.sel({key: sorted(values & set(climatology[key].values.tolist()))
-                            for key, values in wanted.items() if key in climatology.dims})
-
-
-def _from_training(store: _LazyStore, field: str, like: xr.DataArray, days: set[int], hours: set[int],
-                   window_days: int) -> xr.DataArray:
-    """The climatology of a training store at ``days`` and ``hours``, reading only the times it needs."""
-    half = window_days // 2
-    reach = {(day - 1 + shift) % DAYS_IN_YEAR + 1 for day in days for shift in range(-half, half + 1)}
-    time = store.time
-    keep = np.flatnonzero(np.isin(time.day_of_year, sorted(reach)) & np.isin(time.hour, sorted(hours)))
-    if keep.size == 0:
-        raise DataError(f"climatology source '{store.path}' has no data on the days of year and hours of "
-                        f"the valid times (hours {sorted(hours)})")
-    data = store.variable(field, like).isel(time=keep)  # lazy: only these steps are read
-    step_bytes = data.dtype.itemsize * int(np.prod(data.shape[1:]))
-    data = data.chunk({"time": max(1, CHUNK_BYTES // step_bytes)})
-    logger.info("climatology of '%s' from %d steps of '%s'", field, keep.size, store.path)
-    return _restricted(climatology_from(data, window_days=window_days), days, hours).compute()
-
-
-def _identity(path: str | Path) -> str:
-    return str(Path(path).resolve()) if Path(path).exists() else str(path)
-
-
-def _cached(cache: Path, field: str, source: str, window_days: int,
-            like: xr.DataArray) -> xr.DataArray | None:
-    """The cached climatology of ``field`` if it was made from ``source`` on ``like``'s grid, else None."""
-    path = cache / f"{field}.zarr"
-    if not path.exists():
-        return None
-    try:
-        stored = _LazyStore(path, "climatology cache").dataset
-    except DataError as error:
-        logger.warning("%s: computing the climatology again", error)
-        return None
-    same_grid = field in stored and all(
-        stored[d].shape == like[d].shape and np.allclose(stored[d].values, like[d].values, atol=1e-6)
-        for d in ("level", *SPATIAL) if d in like.dims)
-    attrs = stored.attrs
-    if not same_grid or attrs.get("source") != _identity(source) or attrs.get("window_days") != window_days:
-        logger.info("climatology cache '%s' was made for other data: computing it again", path)
-        return None
-    return stored[field]
-
-
-def _write_cache(climatology: xr.DataArray, path: Path, source: str, window_days: int) -> None:
-    dataset = climatology.to_dataset().drop_encoding()
-    dataset.attrs = {"source": _identity(source), "window_days": window_days}
-    with atomic_directory(path, overwrite=True) as tmp:
-        dataset.to_zarr(tmp, mode="w", consolidated=False)
-    logger.info("climatology cached in '%s'", path)
-
-
-def _climatology(store: _LazyStore, field: str, like: xr.DataArray, window_days: int,
-                 cache: Path | None) -> xr.DataArray:
-    """The climatology of ``field`` at the days of year and hours of ``like``'s valid times, loaded."""
-    days, hours = _needed(like)
-    if store.is_climatology:
-        return _restricted(store.variable(field, like), days, hours).compute()
-    cached = None if cache is None else _cached(cache, field, store.path, window_days, like)
-    if cached is not None:
-        cached_days, cached_hours = (set(cached[key].values.tolist()) for key in ("dayofyear", "hour"))
-        if days <= cached_days and hours <= cached_hours:
-            return _restricted(cached, days, hours).compute()
-        days, hours = days | cached_days, hours | cached_hours  # the cache grows to cover both
-    climatology = _from_training(store, field, like, days, hours, window_days)
-    if cache is not None:
-        _write_cache(climatology, cache / f"{field}.zarr", store.path, window_days)
-    return climatology
-
-
-def _climatologies(source: str | Path | None, models: dict[str, xr.DataArray], window_days: int,
-                   cache: str | Path | None) -> dict[str, xr.DataArray]:
-    """Per field, the climatology at the valid times' days of year and hours; empty without a source."""
-    if source is None:
-        logger.warning("no climatology source: scoring without the climatology baseline and acc")
-        return {}
-    store = _LazyStore(source, "climatology source")
-    cache = None if cache is None else Path(cache)
-    return {field: _climatology(store, field, model, window_days, cache) for field, model in models.items()}
-
-
-def _at_cases(climatology: xr.DataArray, truth: xr.DataArray) -> xr.DataArray:
-    """The climatology at the valid times of ``truth``, in its layout and dask blocks (one per case)."""
-    def lookup(block: xr.DataArray) -> xr.DataArray:
-        valid = block["time"] + block["prediction_timedelta"]  # (time, prediction_timedelta)
-        return climatology_at(climatology, valid).transpose(*block.dims).astype(block.dtype)
-
-    return xr.map_blocks(lookup, truth, template=truth)
 
 
 def _masked(data: xr.DataArray, truth: xr.DataArray, mask: xr.DataArray | None):
@@ -401,24 +142,31 @@ def _spectra(model: xr.DataArray, truth: xr.DataArray, mask: xr.DataArray | None
     return {MODEL: metrics.power_spectrum(field), "truth": metrics.power_spectrum(truth)}
 
 
-def _score_field(store: _LazyStore, field: str, model: xr.DataArray, mask: xr.DataArray | None,
+def _score_field(store: LazyStore, field: str, model: xr.DataArray, mask: xr.DataArray | None,
                  climatology: xr.DataArray | None, attrs: dict):
     """Lazy scores ``{(method, metric): [P, (L)]}``, rank frequencies and spectra of one field."""
     truth = store.cases(field, model)
-    at_cases = None if climatology is None else _at_cases(climatology, truth)
-    context = _Context(store, field, truth, at_cases, attrs)
-    model_scores = _deterministic(model, truth, at_cases, mask) | _ensemble(model, truth, mask)
+    climatology = None if climatology is None else at_cases(climatology, truth)  # at the truth's coords
+    context = Context(store, field, truth, climatology, attrs)
+    model_scores = _deterministic(model, truth, climatology, mask) | _ensemble(model, truth, mask)
     scores = {(MODEL, metric): value for metric, value in model_scores.items()}
     for method in BASELINES[attrs["task"]]:
         baseline = BUILDERS[method](context)
         if baseline is None:
             continue
-        values = _deterministic(baseline.transpose(*truth.dims), truth, at_cases, mask)
+        values = _deterministic(baseline.transpose(*truth.dims), truth, climatology, mask)
         values["crps"] = values["mae"]  # the CRPS of a deterministic forecast
         if method == "climatology":
             values.pop("acc", None)  # its anomaly is zero: 0 / 0
         scores |= {(method, metric): value for metric, value in values.items()}
     return scores, _rank_frequency(model, truth, mask), _spectra(model, truth, mask)
+
+
+def _open_prediction(path: str | Path) -> xr.Dataset:
+    """The prediction store at ``path``, opened lazily and checked (``atmorep.infer.writer``)."""
+    from atmorep.infer.writer import open_prediction
+
+    return open_prediction(path)
 
 
 def _prediction(prediction: str | Path | xr.Dataset) -> tuple[xr.Dataset, str]:
@@ -453,22 +201,34 @@ def _cropped(data: xr.DataArray, factor: int) -> xr.DataArray:
     return data.isel({d: slice(0, size) for d, size in sizes.items()})
 
 
-def _model(prediction: xr.Dataset, field: str, name: str) -> xr.DataArray:
-    """One field's members ``(time, prediction_timedelta, member, [level], latitude, longitude)``.
+def predicted_levels(variable: xr.DataArray) -> np.ndarray:
+    """Indices of the levels a prediction variable holds: those not all NaN in its first case.
 
-    Levels where the first case is all NaN are not predicted for this field (the level axis is the
-    union of the predicted fields' levels) and are dropped.
+    The level axis of a prediction store is the union of the predicted fields' levels, so a field
+    is NaN at the levels it does not predict.
+
+    Args:
+        variable: ``(time, prediction_timedelta, [member], level, latitude, longitude)``.
+
+    Returns:
+        ``[L']`` indices along ``level``, increasing; only the first case (and member) is read.
     """
+    first = variable.isel({d: 0 for d in ("time", "prediction_timedelta", "member") if d in variable.dims})
+    return np.flatnonzero(np.asarray(first.notnull().any(SPATIAL).values))
+
+
+def _model(prediction: xr.Dataset, field: str, name: str) -> xr.DataArray:
+    """One field's members ``(time, prediction_timedelta, member, [level], latitude, longitude)``,
+    at the levels it predicts (:func:`predicted_levels`)."""
     model = prediction[field]
     if "member" not in model.dims:
         model = model.expand_dims(member=[0])
     model = model.transpose("time", "prediction_timedelta", "member", ...)
     if "level" in model.dims:
-        first = model.isel(time=0, prediction_timedelta=0, member=0)
-        present = np.asarray(first.notnull().any(SPATIAL).values)  # reads the first case only
-        if not present.any():
+        present = predicted_levels(model)
+        if not present.size:
             raise DataError(f"prediction '{name}': field '{field}' is NaN at every level of its first case")
-        model = model.isel(level=np.flatnonzero(present))
+        model = model.isel(level=present)
     if prediction.attrs["task"] == "downscale":
         model = _cropped(model, int(prediction.attrs["coarsen_factor"]))
     return model
@@ -491,7 +251,9 @@ def _long(result: xr.DataArray, value: str, **columns: str) -> pd.DataFrame:
     return frame.assign(**columns)
 
 
-def _frame(parts: list[pd.DataFrame], columns: list[str], order: list[str]) -> pd.DataFrame:
+def _frame(parts: list[pd.DataFrame], kind: str, order: list[str]) -> pd.DataFrame:
+    """The long-form rows of one table of :class:`Scores` (``kind``), sorted by ``order``."""
+    columns = list(COLUMNS[kind])
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=object if c in TEXT_COLUMNS else float) for c in columns})
     frame = pd.concat(parts, ignore_index=True)[columns]
@@ -527,13 +289,16 @@ def score(prediction: str | Path | xr.Dataset, truth: str | Path,
     """
     predicted, name = _prediction(prediction)
     task = predicted.attrs["task"]
-    store = _LazyStore(truth, "truth store")
+    store = LazyStore(truth, "truth store")
     models = {field: _model(predicted, field, name) for field in _field_names(predicted, fields, name)}
-    climatologies = _climatologies(climatology_source, models, climatology_window_days, climatology_cache)
+    if climatology_source is None:
+        logger.warning("no climatology source: scoring without the climatology baseline and acc")
+    references = ({} if climatology_source is None else
+                  climatologies(climatology_source, models, climatology_window_days, climatology_cache))
     mask = predicted[MASK].astype(bool) if task in MASKED_TASKS else None
     tables, histograms, spectra = [], [], []
     for field, model in models.items():
-        lazy = _score_field(store, field, model, mask, climatologies.get(field), predicted.attrs)
+        lazy = _score_field(store, field, model, mask, references.get(field), predicted.attrs)
         scores, histogram, spectrum = dask.compute(*lazy)
         labels = {"task": task, "field": field}
         tables += [_long(value, "value", method=method, metric=metric, **labels)
@@ -542,9 +307,9 @@ def score(prediction: str | Path | xr.Dataset, truth: str | Path,
             histograms.append(_long(histogram, "frequency", **labels))
         spectra += [_long(power, "power", method=method, **labels) for method, power in spectrum.items()]
         logger.info("scored '%s' of '%s' (%s)", field, name, task)
-    return Scores(_frame(tables, TABLE_COLUMNS, ["field", "metric", "method", "level", "lead"]),
-                  _frame(histograms, HISTOGRAM_COLUMNS, ["field", "level", "lead", "rank"]),
-                  _frame(spectra, SPECTRA_COLUMNS, ["field", "method", "level", "lead", "wavenumber"]))
+    return Scores(_frame(tables, "table", ["field", "metric", "method", "level", "lead"]),
+                  _frame(histograms, "rank_histogram", ["field", "level", "lead", "rank"]),
+                  _frame(spectra, "spectra", ["field", "method", "level", "lead", "wavenumber"]))
 
 
 def write_scores(scores: Scores, directory: str | Path) -> dict[str, Path]:

@@ -1,0 +1,124 @@
+"""Lazy reads of the truth (and training) stores: only the steps and points that the cases need.
+
+:class:`LazyStore` opens a prepared zarr store without dask, so that nothing but its coordinates is
+read when it is opened and every selection stays a lazy index into the store. The valid (and
+reference) times of the cases are looked up in its time axis (:meth:`LazyStore.positions`), the
+prediction's levels and grid points in its coordinates (:meth:`LazyStore.variable`; a regional grid
+may wrap past 360 degrees east), and only those steps are read, one dask chunk per case
+(:meth:`LazyStore.cases`). A truth store ten times longer therefore costs the same.
+
+:func:`open_store` is the one place where the evaluation opens a zarr store: a store that is missing
+or not readable raises a :class:`atmorep.errors.DataError` naming it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from atmorep.errors import DataError
+from atmorep.evaluate.climatology import is_climatology
+
+SPATIAL = ("latitude", "longitude")
+
+
+def open_store(path: str | Path, what: str, **kwargs) -> xr.Dataset:
+    """The zarr store at ``path``, consolidated metadata or not.
+
+    Args:
+        path: the store.
+        what: its role, for messages (e.g. ``"truth store"``).
+        **kwargs: passed to :func:`xarray.open_dataset` (e.g. ``chunks={}`` for dask arrays in the
+            store's chunks, ``chunks=None`` for lazy indexing without dask).
+
+    Raises:
+        DataError: the store is missing or cannot be read.
+    """
+    try:
+        with warnings.catch_warnings():  # stores without consolidated metadata are fine
+            warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated", RuntimeWarning)
+            return xr.open_dataset(path, engine="zarr", consolidated=None, **kwargs)
+    except Exception as error:  # zarr raises several types for missing or corrupt stores
+        raise DataError(f"cannot open {what} '{path}': {type(error).__name__}: {error}") from None
+
+
+class LazyStore:
+    """A zarr store opened without dask: selections stay lazy and read only what they index.
+
+    Attributes:
+        path: the store, as given.
+        what: its role, for messages.
+        dataset: its gridded variables (those with dims latitude and longitude).
+        is_climatology: whether it holds a climatology (dims ``dayofyear`` or ``month``, and ``hour``).
+    """
+
+    def __init__(self, path: str | Path, what: str):
+        self.path, self.what = str(path), what
+        dataset = open_store(path, what, chunks=None, cache=False)
+        self.dataset = dataset[[n for n, v in dataset.data_vars.items() if set(SPATIAL) <= set(v.dims)]]
+        self.is_climatology = is_climatology(self.dataset)
+
+    @cached_property
+    def time(self) -> pd.DatetimeIndex:
+        """The store's time axis ``[T]`` (nanoseconds)."""
+        if "time" not in self.dataset.dims:
+            raise DataError(f"{self.what} '{self.path}' has no dim 'time' (dims {list(self.dataset.dims)})")
+        return pd.DatetimeIndex(self.dataset["time"].values).as_unit("ns")
+
+    def positions(self, times: np.ndarray, what: str) -> np.ndarray:
+        """Indices of ``times`` along the store's time axis; DataError naming the first missing one."""
+        times = pd.DatetimeIndex(np.asarray(times).ravel()).as_unit("ns")
+        index = self.time.get_indexer(times)
+        if (index < 0).any():
+            missing = times[index < 0]
+            raise DataError(f"{self.what} '{self.path}' has no data at {what} {missing[0]} "
+                            f"({missing.size} of {times.size} missing)")
+        return index
+
+    def variable(self, field: str, like: xr.DataArray) -> xr.DataArray:
+        """``field`` on ``like``'s levels, latitudes and longitudes (lazy), with ``like``'s coordinates."""
+        if field not in self.dataset:
+            raise DataError(f"{self.what} '{self.path}' has no field '{field}' "
+                            f"(available: {list(self.dataset.data_vars)})")
+        data = self.dataset[field]
+        if "member" in data.dims:
+            raise DataError(f"{self.what} '{self.path}' holds an ensemble (dim 'member' of '{field}'); "
+                            f"prepare the truth with one member")
+        if ("level" in data.dims) != ("level" in like.dims):
+            raise DataError(f"{self.what} '{self.path}': field '{field}' has dims {list(data.dims)}, but "
+                            f"the prediction's has {'' if 'level' in like.dims else 'no '}level")
+        dims = [d for d in ("level", *SPATIAL) if d in like.dims]
+        indexers = {d: self._match(data[d].values, like[d].values, d) for d in dims}
+        return data.isel(indexers).assign_coords({d: like[d].values for d in dims})
+
+    def _match(self, available: np.ndarray, wanted: np.ndarray, name: str) -> np.ndarray:
+        """Indices into ``available`` of the ``wanted`` values (to 1e-6; longitudes modulo 360)."""
+        difference = wanted[:, None] - available[None, :]  # [wanted, available]
+        if name == "longitude":
+            difference = (difference + 180.0) % 360.0 - 180.0
+        hit = np.isclose(difference, 0.0, atol=1e-6, rtol=0.0)
+        found = hit.any(axis=1)
+        if not found.all():
+            raise DataError(f"{self.what} '{self.path}' has no {name} {wanted[~found][:3].tolist()} of the "
+                            f"prediction (its grid must be a subset of the store's)")
+        return hit.argmax(axis=1)
+
+    def read(self, field: str, times: np.ndarray, like: xr.DataArray, what: str,
+             chunk: int = 1) -> xr.DataArray:
+        """``field`` at ``times`` on ``like``'s grid, ``(time, [level], latitude, longitude)``, dask."""
+        return self.variable(field, like).isel(time=self.positions(times, what)).chunk({"time": chunk})
+
+    def cases(self, field: str, like: xr.DataArray) -> xr.DataArray:
+        """``field`` at the valid times of ``like`` (dims time, prediction_timedelta), one chunk per case."""
+        times, leads = like["time"].values, like["prediction_timedelta"].values
+        valid = (times[:, None] + leads[None, :]).ravel()  # [I * P], case after case
+        flat = self.read(field, valid, like, "valid time", chunk=leads.size)  # (I * P, [L], H, W)
+        values = flat.data.reshape(times.size, leads.size, *flat.shape[1:])  # [I * P, ...] -> [I, P, ...]
+        coords = {"time": times, "prediction_timedelta": leads, **{d: flat[d] for d in flat.dims[1:]}}
+        return xr.DataArray(values, dims=("time", "prediction_timedelta", *flat.dims[1:]), coords=coords,
+                            name=field, attrs=flat.attrs)
