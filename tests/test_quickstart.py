@@ -12,8 +12,8 @@ from atmorep.config import load_config
 from atmorep.infer.tasks import case_layout
 from atmorep.quickstart import CONFIG, Period, QuickstartPlan, science_checks
 
-REDUCED = ["--train-days", "1.5", "--eval-days", "1", "--spinup-days", "0.5", "--train-minutes", "0.3",
-           "--lead-hours", "6", "--case-every-hours", "6",
+REDUCED = ["--train-days", "1.5", "--eval-days", "1", "--spinup-days", "0.5", "--spinup-stagger-days", "0.5",
+           "--train-minutes", "0.3", "--lead-hours", "6", "--case-every-hours", "6",
            "train.validate_every=20", "train.checkpoint_every=20", "train.validation_batches=1",
            "train.optim.warmup_steps=5"]
 

@@ -246,7 +246,9 @@ def quickstart(
     train_minutes: Annotated[float, typer.Option(help="Wall-clock bound of training.")] = 15.0,
     train_days: Annotated[float, typer.Option(help="Simulated days of the training period.")] = 90.0,
     eval_days: Annotated[float, typer.Option(help="Simulated days of validation and test periods.")] = 15.0,
-    spinup_days: Annotated[float, typer.Option(help="Simulator spin-up before each period.")] = 20.0,
+    spinup_days: Annotated[float, typer.Option(
+        help="Simulator spin-up of the training period (each later period: 30 days more).")] = 60.0,
+    spinup_stagger_days: Annotated[float, typer.Option(help="Extra spin-up of each later period.")] = 30.0,
     lead_hours: Annotated[float, typer.Option(help="Longest forecast lead on the test period.")] = 6.0,
     case_every_hours: Annotated[float, typer.Option(help="Spacing of the test cases.")] = 12.0,
     overrides: Annotated[
@@ -268,6 +270,7 @@ def quickstart(
             periods=periods,
             train_minutes=train_minutes,
             spinup_days=spinup_days,
+            spinup_stagger_days=spinup_stagger_days,
             overrides=tuple(overrides or ()),
             forecast_lead_hours=lead_hours,
             case_every_hours=case_every_hours,

@@ -3,13 +3,14 @@
 Steps, each skipped when its output is already complete (so a re-run reuses finished work):
 
 1. simulate independent training, validation and test periods with the jcm general circulation
-   model (different start dates and seeds: independent trajectories);
+   model (different seeds, and spin-ups of different length: periods on the same calendar days
+   after the same spin-up from rest would share their weather, see ``docs/data.md``);
 2. prepare each period into a store chunked for box sampling, with normalisation statistics;
 3. draw a few batches (a sampling check that prints what the model will see);
 4. train the ``tiny`` preset for a bounded wall-clock time (a finished run is marked ``done.json``
    and not trained again; an interrupted one resumes from its checkpoint);
-5. infer on the held-out test period: global forecasts (one-shot lead and a rollout step) and
-   temporal interpolations, every ``case_every_hours``;
+5. infer on the held-out test period: global forecasts (one-shot lead and a rollout step of the
+   ensemble mean) and temporal interpolations, every ``case_every_hours``;
 6. evaluate them against the test truth and the baselines (persistence, climatology of the training
    period, linear interpolation), write the tables and a report with figures;
 7. print the summary table: per field the model against the baselines.
@@ -51,7 +52,9 @@ class QuickstartPlan:
         root: working directory for data and runs.
         periods: the simulated periods (train, validation, test).
         train_minutes: wall-clock bound of the training step.
-        spinup_days: simulator spin-up before each period.
+        spinup_days: simulator spin-up before the first period; each later period spins up
+            ``spinup_stagger_days`` longer, so that the periods' weather is independent.
+        spinup_stagger_days: the extra spin-up of each later period.
         levels: sigma levels to simulate.
         overrides: extra ``key=value`` config overrides for training.
     """
@@ -61,11 +64,13 @@ class QuickstartPlan:
                                    Period("validation", "2001-01-01", 15.0, 2),
                                    Period("test", "2002-01-01", 15.0, 3))
     train_minutes: float = 15.0
-    spinup_days: float = 20.0
+    spinup_days: float = 60.0
+    spinup_stagger_days: float = 30.0
     levels: tuple[float, ...] = (0.835, 0.51, 0.2)
     overrides: tuple[str, ...] = field(default_factory=tuple)
     tasks: tuple[str, ...] = ("forecast", "interpolate")
     forecast_lead_hours: float = 6.0
+    rollout: str = "mean"
     case_every_hours: float = 12.0
     batch_size: int = 16
 
@@ -102,9 +107,10 @@ def run_config(plan: QuickstartPlan, extra: Sequence[str] = ()) -> RunConfig:
 def simulate_periods(plan: QuickstartPlan) -> None:
     from atmorep.data.simulate import SimulationSpec, simulate
 
-    for period in plan.periods:
+    for number, period in enumerate(plan.periods):
+        spinup = plan.spinup_days + number * plan.spinup_stagger_days
         spec = SimulationSpec(start=period.start, days=period.days, seed=period.seed, levels=plan.levels,
-                              spinup_days=plan.spinup_days)
+                              spinup_days=spinup)
         simulate(spec, plan.raw(period))
 
 
@@ -200,7 +206,7 @@ def infer_test_period(plan: QuickstartPlan, console: Console) -> dict[str, Path]
         request = InferenceRequest(checkpoint, plan.store(plan.period("test")), output, task=task,
                                    times=case_times(plan, task, predictor.config),
                                    lead_hours=plan.forecast_lead_hours if task == "forecast" else None,
-                                   batch_size=plan.batch_size, overwrite=True)
+                                   rollout=plan.rollout, batch_size=plan.batch_size, overwrite=True)
         with progress_bar(task, console) as advance:
             result = infer(request, progress=advance, predictor=predictor)
         console.print(f"{task}: {result.cases} cases, {result.tiles} tiles in {result.seconds:.1f} s "
