@@ -36,20 +36,17 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 import zarr.storage
 from rich.console import Console
 from rich.table import Table
+from synthetic_corpus import FIELDS, GRID, SIGMA, corpus_dataset, grid_argument
 
 from atmorep.data.prepare import prepare_dataset
 from atmorep.evaluate.run import evaluate
 from atmorep.evaluate.scoring import score
 from atmorep.infer.writer import PredictionLayout, PredictionWriter
 
-FIELDS = ("t", "u", "v")
-SIGMA = (0.2, 0.51, 0.835)
-GRID = (48, 96)
 TRUTH_START = "2002-03-01"
 TRAINING_START = "2001-03-01"  # the same days of year, a year earlier
 LEADS = (1, 2, 3)  # hours: the tiny model's one-shot forecast block
@@ -58,33 +55,8 @@ SCALES = ("1x", "10x")
 COLUMNS = ("measure", "1x", "10x", "10x / 1x")
 
 
-def gaussian_latitudes(count: int) -> np.ndarray:
-    """``[count]`` Gaussian latitudes in degrees, ascending."""
-    nodes, _ = np.polynomial.legendre.leggauss(count)
-    return np.rad2deg(np.arcsin(nodes))
 
 
-def corpus_dataset(start: str, days: int, grid: tuple[int, int] = GRID, seed: int = 0) -> xr.Dataset:
-    """t, u, v ``[T, L, H, W]`` on sigma levels, hourly from ``start``: a diurnal wave plus noise.
-
-    The values at a time depend only on the time and ``seed``, so a longer dataset from the same
-    start holds the shorter one as its beginning.
-    """
-    time_axis = pd.date_range(start, periods=24 * days, freq="1h")
-    latitude, longitude = gaussian_latitudes(grid[0]), np.arange(grid[1]) * 360.0 / grid[1]
-    hours = np.arange(time_axis.size)[:, None, None, None]
-    sigma = np.asarray(SIGMA)[None, :, None, None]
-    lat, lon = np.deg2rad(latitude)[None, None, :, None], np.deg2rad(longitude)[None, None, None, :]
-    wave = np.cos(lat) * np.sin(2 * lon - 2 * np.pi * hours / 24 + 4 * sigma)  # [T, L, H, W]
-    noise = np.random.default_rng(seed).normal(0.0, 0.5, wave.shape)
-    base = {"t": 220.0 + 70.0 * sigma + 30.0 * np.cos(lat) ** 2, "u": 20.0 * np.cos(2 * lat), "v": 0.0 * lat}
-    dims = ("time", "level", "latitude", "longitude")
-    variables = {name: (dims, (base[name] + 5.0 * wave + noise).astype(np.float32)) for name in FIELDS}
-    coords = {"time": time_axis.values,
-              "level": ("level", np.asarray(SIGMA), {"level_kind": "sigma", "units": "1"}),
-              "latitude": ("latitude", latitude, {"units": "degrees_north"}),
-              "longitude": ("longitude", longitude, {"units": "degrees_east"})}
-    return xr.Dataset(variables, coords=coords)
 
 
 def make_stores(workdir: Path, days: int, grid: tuple[int, int]) -> tuple[dict[str, Path], xr.Dataset]:
@@ -208,12 +180,6 @@ def table(entries: list[dict], info: dict) -> Table:
     return result
 
 
-def _grid(text: str) -> tuple[int, int]:
-    try:
-        nlat, nlon = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"grid must be NLAT,NLON, got '{text}'") from None
-    return nlat, nlon
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -221,7 +187,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--days", type=int, default=2, help="N: days of the short stores (the long: 10 N)")
     parser.add_argument("--cases", type=int, default=4, help="forecast cases (every 12 h from day 1, 06 h)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per function and store")
-    parser.add_argument("--grid", type=_grid, default=GRID, help="latitudes,longitudes of the stores")
+    parser.add_argument("--grid", type=grid_argument, default=GRID, help="latitudes,longitudes of the stores")
     parser.add_argument("--quick", action="store_true", help="one day, two cases, one repeat")
     parser.add_argument("--workdir", help="where to build the stores (default: a temporary directory)")
     args = parser.parse_args(argv)

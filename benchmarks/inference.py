@@ -38,12 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-import xarray as xr
 import yaml
 from rich.console import Console
 from rich.table import Table
+from synthetic_corpus import GRID, corpus_dataset, grid_argument
 
 import atmorep
 from atmorep.config import RunConfig, resolve_config
@@ -59,9 +58,6 @@ from atmorep.model.multiformer import build_model
 from atmorep.train.checkpoint import Checkpoint, checkpoint_meta, write_checkpoint
 
 TINY = Path(atmorep.__file__).parent / "configs" / "tiny.yaml"
-FIELDS = ("t", "u", "v")
-SIGMA = (0.2, 0.51, 0.835)  # ascending, as the simulator stores them
-GRID = (48, 96)  # T31 Gaussian grid
 START = "2001-03-01"
 COLUMNS = ("config", "tiles per pass", "batch size", "tiles/s", "domain passes/s", "seconds (best / median)",
            "model share")
@@ -88,41 +84,13 @@ SETTINGS = (
 )
 
 
-def gaussian_latitudes(count: int) -> np.ndarray:
-    """``[count]`` Gaussian latitudes in degrees, ascending (the nodes of Gauss-Legendre quadrature)."""
-    nodes, _ = np.polynomial.legendre.leggauss(count)  # ascending sin(latitude)
-    return np.rad2deg(np.arcsin(nodes))
 
 
-def corpus_dataset(days: int, grid: tuple[int, int] = GRID, seed: int = 0) -> xr.Dataset:
-    """t, u, v ``[T, L, H, W]`` on sigma levels, hourly: travelling waves plus a little noise.
-
-    The coordinates follow the simulator's store (Gaussian latitudes ascending, longitude 0..360,
-    level attribute ``level_kind = "sigma"``), so the prepared store looks like the default corpus.
-    """
-    rng = np.random.default_rng(seed)
-    time_axis = pd.date_range(START, periods=24 * days, freq="1h").values
-    latitude, longitude = gaussian_latitudes(grid[0]), np.arange(grid[1]) * 360.0 / grid[1]
-    hours = np.arange(time_axis.size)[:, None, None, None]
-    sigma = np.asarray(SIGMA)[None, :, None, None]
-    lat = np.deg2rad(latitude)[None, None, :, None]
-    lon = np.deg2rad(longitude)[None, None, None, :]
-    wave = np.cos(lat) * np.sin(3 * lon - 2 * np.pi * hours / 48 + 4 * sigma)  # [T, L, H, W]
-    base = {"t": 220.0 + 70.0 * sigma + 30.0 * np.cos(lat) ** 2, "u": 20.0 * np.cos(2 * lat) * (1.2 - sigma),
-            "v": 0.0 * sigma}
-    scale = {"t": 5.0, "u": 10.0, "v": 8.0}
-    dims = ("time", "level", "latitude", "longitude")
-    variables = {name: (dims, (base[name] + scale[name] * wave + rng.normal(0, 0.2, wave.shape))
-                        .astype(np.float32)) for name in FIELDS}
-    coords = {"time": time_axis, "level": ("level", np.asarray(SIGMA), {"level_kind": "sigma", "units": "1"}),
-              "latitude": ("latitude", latitude, {"units": "degrees_north"}),
-              "longitude": ("longitude", longitude, {"units": "degrees_east"})}
-    return xr.Dataset(variables, coords=coords)
 
 
 def make_store(path: Path, days: int, grid: tuple[int, int] = GRID) -> Path:
     """Prepare the synthetic corpus store at ``path``, chunked for the tiny box (12, 16, 32)."""
-    return prepare_dataset(corpus_dataset(days, grid), path, box=(12, 16, 32))
+    return prepare_dataset(corpus_dataset(START, days, grid), path, box=(12, 16, 32))
 
 
 def tiny_config(store: Path, overrides: Sequence[str] = ()) -> RunConfig:
@@ -250,12 +218,6 @@ def table(rows: list[dict], info: dict) -> Table:
     return result
 
 
-def _grid(text: str) -> tuple[int, int]:
-    try:
-        nlat, nlon = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"grid must be NLAT,NLON, got '{text}'") from None
-    return nlat, nlon
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -265,7 +227,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cases", type=int, default=1, help="reference times per run of a configuration")
     parser.add_argument("--repeats", type=int, default=3, help="runs of every configuration (median)")
     parser.add_argument("--days", type=int, default=2, help="length of the synthetic store")
-    parser.add_argument("--grid", type=_grid, default=GRID, help="latitudes,longitudes of the store")
+    parser.add_argument("--grid", type=grid_argument, default=GRID, help="latitudes,longitudes of the store")
     parser.add_argument("--quick", action="store_true", help="one run of each configuration, a one-day store")
     parser.add_argument("--workdir", help="where to build the store (default: a temporary directory)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the tiny config")

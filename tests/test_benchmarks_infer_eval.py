@@ -19,6 +19,8 @@ SMALL_MODEL = ("model.dim=16", "model.heads=2", "model.encoder_layers=1", "model
 
 
 def _load(name: str):
+    if str(BENCHMARKS) not in sys.path:  # as when a benchmark runs as a script: its folder is importable
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
@@ -40,7 +42,7 @@ def evaluation():
 
 @pytest.mark.parametrize("count", [16, 48])
 def test_gaussian_latitudes_are_the_roots_of_the_legendre_polynomial(inference, count):
-    latitude = inference.gaussian_latitudes(count)
+    latitude = sys.modules["synthetic_corpus"].gaussian_latitudes(count)
     roots = np.polynomial.legendre.legval(np.sin(np.deg2rad(latitude)), [0] * count + [1])
     assert np.all(np.diff(latitude) > 0) and np.allclose(latitude, -latitude[::-1])
     np.testing.assert_allclose(roots, 0.0, atol=1e-9)
@@ -53,10 +55,11 @@ def test_the_corpus_store_and_checkpoint_match_as_inference_requires(inference, 
     checkpoint = inference.make_checkpoint(tmp_path / "checkpoint", store, SMALL_MODEL)
     opened, meta = Store(store), read_meta(checkpoint)
     assert opened.level_kind.value == meta["level_kind"] == "sigma"
-    assert opened.time.size == 24 and np.allclose(opened.level, sorted(inference.SIGMA))
+    assert opened.time.size == 24 and np.allclose(opened.level, sorted(sys.modules["synthetic_corpus"].SIGMA))
     config = inference.tiny_config(store, SMALL_MODEL)
     indices = check_compatible(opened, config, meta, checkpoint)  # raises DataError on any mismatch
-    assert indices == {name: [2, 1, 0] for name in inference.FIELDS}  # config 0.835 .. 0.2, store ascending
+    corpus = sys.modules["synthetic_corpus"]
+    assert indices == {name: [2, 1, 0] for name in corpus.FIELDS}  # config 0.835 .. 0.2, store ascending
 
 
 @pytest.mark.slow

@@ -218,7 +218,8 @@ class PredictionWriter:
 
     def _refuse_existing(self) -> None:
         if self.path.exists() and not self.overwrite:
-            raise DataError(f"output store '{self.path}' already exists (pass overwrite to replace it)")
+            raise DataError(f"output store '{self.path}' already exists "
+                            "(--overwrite or overwrite=True replaces it)")
 
     def __enter__(self) -> PredictionWriter:
         if self._context is not None:
