@@ -373,7 +373,8 @@ def summary_table(scores: Scores, lead: float | None = None) -> pd.DataFrame:
                **{f"rmse_{method}": value for method, value in references.items()}}
         best = min(references, key=references.get) if references else None
         row["best_baseline"] = best
-        row["skill"] = 1.0 - rmse.get(MODEL, np.nan) / references[best] if best else np.nan
+        reference = references[best] if best else np.nan
+        row["skill"] = 1.0 - rmse.get(MODEL, np.nan) / reference if reference > 0 else np.nan  # NaN: no scale
         row |= {metric: means.get((field, MODEL, metric), np.nan) for metric in SUMMARY_METRICS}
         rows.append(row)
     return pd.DataFrame(rows)
