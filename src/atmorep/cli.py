@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +48,9 @@ def main(
     )
     for noisy in ("jax", "jcm", "absl", "numcodecs", "fsspec", "asyncio", "matplotlib", "cfgrib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # stores are written with consolidated metadata on purpose (one read to open them)
+    warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part",
+                            category=UserWarning)
 
 
 def friendly_errors(command):
