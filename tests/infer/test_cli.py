@@ -29,8 +29,8 @@ def predictions(checkpoint, truth_store, tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     forecast, interpolate = root / "forecast.zarr", root / "interpolate.zarr"
     first = _invoke("infer", "--checkpoint", checkpoint.parent, "--data", truth_store, "-o", forecast,
-                    "--start", "2001-03-01T04", "--end", "2001-03-01T16", "--every", "6h", "--lead-hours", "3",
-                    "--batch-size", "5")
+                    "--start", "2001-03-01T04", "--end", "2001-03-01T16", "--every", "6h",
+                    "--lead-hours", "3", "--batch-size", "5")
     assert first.exit_code == 0, first.output
     second = _invoke("infer", "--checkpoint", checkpoint, "--data", truth_store, "-o", interpolate,
                      "--task", "interpolate", "--time", "2001-03-01T05", "--time", "2001-03-01T09")
