@@ -55,10 +55,6 @@ SCALES = ("1x", "10x")
 COLUMNS = ("measure", "1x", "10x", "10x / 1x")
 
 
-
-
-
-
 def make_stores(workdir: Path, days: int, grid: tuple[int, int]) -> tuple[dict[str, Path], xr.Dataset]:
     """The truth and climatology stores of both lengths, and the short truth dataset in memory."""
     paths = {}
@@ -178,8 +174,6 @@ def table(entries: list[dict], info: dict) -> Table:
         result.add_row(entry["measure"], *values, f"{entry['10x / 1x']:.2f}")
     result.caption = f"stores and prediction built in {info['setup']:.0f} s"
     return result
-
-
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:

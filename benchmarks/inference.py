@@ -28,6 +28,7 @@ the fastest and the median run, and the share of it spent inside the model (``Bo
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
 import tempfile
@@ -39,13 +40,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from rich.console import Console
 from rich.table import Table
 from synthetic_corpus import GRID, corpus_dataset, grid_argument
 
-import atmorep
-from atmorep.config import RunConfig, resolve_config
+from atmorep.config import RunConfig, load_config
 from atmorep.data.prepare import prepare_dataset
 from atmorep.data.statistics import Statistics
 from atmorep.data.store import Store
@@ -55,9 +54,9 @@ from atmorep.infer.request import InferenceRequest
 from atmorep.infer.tasks import case_layout
 from atmorep.infer.tiling import TilePlan
 from atmorep.model.multiformer import build_model
+from atmorep.quickstart import CONFIG
 from atmorep.train.checkpoint import Checkpoint, checkpoint_meta, write_checkpoint
 
-TINY = Path(atmorep.__file__).parent / "configs" / "tiny.yaml"
 START = "2001-03-01"
 COLUMNS = ("config", "tiles per pass", "batch size", "tiles/s", "domain passes/s", "seconds (best / median)",
            "model share")
@@ -84,10 +83,6 @@ SETTINGS = (
 )
 
 
-
-
-
-
 def make_store(path: Path, days: int, grid: tuple[int, int] = GRID) -> Path:
     """Prepare the synthetic corpus store at ``path``, chunked for the tiny box (12, 16, 32)."""
     return prepare_dataset(corpus_dataset(START, days, grid), path, box=(12, 16, 32))
@@ -95,18 +90,17 @@ def make_store(path: Path, days: int, grid: tuple[int, int] = GRID) -> Path:
 
 def tiny_config(store: Path, overrides: Sequence[str] = ()) -> RunConfig:
     """The packaged tiny config reading ``store``, with ``key=value`` overrides."""
-    data = yaml.safe_load(TINY.read_text())
-    data["data"] |= {"train": [str(store)], "validation": [str(store)]}
-    data["train"]["device"] = "cpu"
-    return resolve_config(data, overrides, source=str(TINY))
+    stores = json.dumps([str(store)])  # a YAML list whatever characters the path holds
+    return load_config(CONFIG, [f"data.train={stores}", f"data.validation={stores}", "train.device=cpu",
+                                *overrides])
 
 
-def make_checkpoint(directory: Path, store: Path, overrides: Sequence[str] = ()) -> Path:
+def make_checkpoint(directory: Path, store: Path | Store, overrides: Sequence[str] = ()) -> Path:
     """An untrained checkpoint (seed 0) of the tiny config with the store's statistics and grid."""
-    config = tiny_config(store, overrides)
+    opened = store if isinstance(store, Store) else Store(store)
+    config = tiny_config(Path(opened.path), overrides)
     torch.manual_seed(0)
     model = build_model(config)
-    opened = Store(store)
     levels = {f.name: tuple(f.levels) for f in config.fields}
     statistics = Statistics({name: opened.statistics[name] for name in levels})
     weights = {name: value.detach().clone() for name, value in model.state_dict().items()}
@@ -175,11 +169,12 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[dict], dict]:
     machine spreads over all of them (see :func:`summarise`).
     """
     store = make_store(workdir / "corpus.zarr", args.days, args.grid)
-    checkpoint = make_checkpoint(workdir / "run" / "checkpoint", store, args.overrides)
+    grid = Store(store)
+    checkpoint = make_checkpoint(workdir / "run" / "checkpoint", grid, args.overrides)
     paths = {"store": store, "checkpoint": checkpoint}
     predictor = BoxPredictor.from_checkpoint(paths["checkpoint"], args.device, args.precision)
     clock = ModelClock(predictor)
-    steps = Store(store).time
+    steps = grid.time
     reference = case_layout("forecast", predictor.config).reference  # the first possible initialisation
     times = tuple(steps[reference + 1: reference + 1 + args.cases])
     run_setting(SETTINGS[1], predictor, clock, paths, steps[reference: reference + 1], workdir / "warm.zarr")
@@ -191,7 +186,6 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[dict], dict]:
             output = workdir / f"out-{number}.zarr"
             results[number].append(run_setting(SETTINGS[number], predictor, clock, paths, times, output))
             model[number].append(clock.seconds)
-    grid = Store(store)
     rows = [summarise(setting, results[number], model[number],
                       tiles_per_pass(grid, predictor.config, setting.overlap))
             for number, setting in enumerate(SETTINGS)]
@@ -216,8 +210,6 @@ def table(rows: list[dict], info: dict) -> Table:
                        f"{row['seconds']:.2f} / {row['median seconds']:.2f}",
                        f"{row['model share']:.0%}")
     return result
-
-
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -6,6 +6,7 @@ stderr with exit status 2 and no traceback; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import sys
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from atmorep.errors import AtmorepError
+from atmorep.quickstart import QuickstartPlan
 
 app = typer.Typer(
     help="AtmoRep: a stochastic transformer model of atmospheric dynamics.",
@@ -241,46 +243,53 @@ def model_info(
 # ------------------------------------------------------------------------------------- quickstart
 
 
+_QUICKSTART = QuickstartPlan()  # the defaults of the quickstart's options
+
+
 @app.command("quickstart")
 @friendly_errors
 def quickstart(
-    root: Annotated[Path, typer.Option(help="Working directory for data and runs.")] = Path(
-        "atmorep-quickstart"
-    ),
-    train_minutes: Annotated[float, typer.Option(help="Wall-clock bound of training.")] = 15.0,
-    train_days: Annotated[float, typer.Option(help="Simulated days of the training period.")] = 90.0,
-    eval_days: Annotated[float, typer.Option(help="Simulated days of validation and test periods.")] = 15.0,
+    root: Annotated[Path, typer.Option(help="Working directory for data and runs.")] = _QUICKSTART.root,
+    train_minutes: Annotated[
+        float, typer.Option(help="Wall-clock bound of training.")
+    ] = _QUICKSTART.train_minutes,
+    train_days: Annotated[
+        float, typer.Option(help="Simulated days of the training period.")
+    ] = _QUICKSTART.period("train").days,
+    eval_days: Annotated[
+        float, typer.Option(help="Simulated days of validation and test periods.")
+    ] = _QUICKSTART.period("test").days,
     spinup_days: Annotated[float, typer.Option(
-        help="Simulator spin-up of the training period (each later period: 30 days more).")] = 60.0,
-    spinup_stagger_days: Annotated[float, typer.Option(help="Extra spin-up of each later period.")] = 30.0,
-    lead_hours: Annotated[float, typer.Option(help="Longest forecast lead on the test period.")] = 6.0,
-    case_every_hours: Annotated[float, typer.Option(help="Spacing of the test cases.")] = 12.0,
+        help="Simulator spin-up of the training period (each later period: --spinup-stagger-days more).")
+    ] = _QUICKSTART.spinup_days,
+    spinup_stagger_days: Annotated[
+        float, typer.Option(help="Extra spin-up of each later period.")
+    ] = _QUICKSTART.spinup_stagger_days,
+    lead_hours: Annotated[
+        float, typer.Option(help="Longest forecast lead on the test period.")
+    ] = _QUICKSTART.forecast_lead_hours,
+    case_every_hours: Annotated[
+        float, typer.Option(help="Spacing of the test cases.")
+    ] = _QUICKSTART.case_every_hours,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="key=value overrides of the tiny config.")
     ] = None,
 ) -> None:
     """Simulate, prepare, train, infer on a held-out period and evaluate: the whole pipeline on the embedded
     default corpus (re-runs reuse finished steps)."""
-    from atmorep.quickstart import Period, QuickstartPlan, run
+    from atmorep.quickstart import run
 
-    periods = (
-        Period("train", "2000-01-01", train_days, 1),
-        Period("validation", "2001-01-01", eval_days, 2),
-        Period("test", "2002-01-01", eval_days, 3),
+    plan = dataclasses.replace(
+        _QUICKSTART.with_days(train_days, eval_days),
+        root=root,
+        train_minutes=train_minutes,
+        spinup_days=spinup_days,
+        spinup_stagger_days=spinup_stagger_days,
+        overrides=tuple(overrides or ()),
+        forecast_lead_hours=lead_hours,
+        case_every_hours=case_every_hours,
     )
-    run(
-        QuickstartPlan(
-            root=root,
-            periods=periods,
-            train_minutes=train_minutes,
-            spinup_days=spinup_days,
-            spinup_stagger_days=spinup_stagger_days,
-            overrides=tuple(overrides or ()),
-            forecast_lead_hours=lead_hours,
-            case_every_hours=case_every_hours,
-        ),
-        console,
-    )
+    run(plan, console)
 
 
 # ------------------------------------------------------------------------------------------ infer

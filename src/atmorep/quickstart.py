@@ -21,12 +21,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 
-from atmorep.config import RunConfig, load_config
+if TYPE_CHECKING:  # the command line imports this module for its defaults: keep that import light
+    from atmorep.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,11 @@ class QuickstartPlan:
     case_every_hours: float = 12.0
     batch_size: int = 16
 
+    def with_days(self, train_days: float, eval_days: float) -> QuickstartPlan:
+        """This plan with a training period of ``train_days`` and every other period of ``eval_days``."""
+        periods = tuple(replace(p, days=train_days if p.name == "train" else eval_days) for p in self.periods)
+        return replace(self, periods=periods)
+
     def raw(self, period: Period) -> Path:
         return self.root / "raw" / f"{period.name}.zarr"
 
@@ -97,6 +104,8 @@ class QuickstartPlan:
 
 def run_config(plan: QuickstartPlan, extra: Sequence[str] = ()) -> RunConfig:
     """The tiny config pointed at the quickstart's stores, bounded in time."""
+    from atmorep.config import load_config
+
     stores = {p.name: plan.store(p) for p in plan.periods}
     overrides = [f"data.train=[{stores['train']}]", f"data.validation=[{stores['validation']}]",
                  f"train.run_dir={plan.run_dir}", f"train.max_minutes={plan.train_minutes}",
@@ -182,7 +191,7 @@ def case_times(plan: QuickstartPlan, task: str, config: RunConfig) -> tuple:
     last = axis[-1] - np.timedelta64(int(after * 3600), "s")
     every = np.timedelta64(int(plan.case_every_hours * 3600), "s")
     times = np.arange(first, last + np.timedelta64(1, "s"), every)
-    return tuple(t for t in times if t in set(axis))
+    return tuple(times[np.isin(times, axis)])
 
 
 def infer_test_period(plan: QuickstartPlan, console: Console) -> dict[str, Path]:
