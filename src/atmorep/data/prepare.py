@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 from zarr.codecs import BloscCodec
 
-from atmorep.data.stats import compute_local_statistics, compute_statistics, nan_report
+from atmorep.data.stats import compute_local_statistics, compute_statistics, nan_report, reduce_store
 from atmorep.data.store import STORE_FORMAT, Store
 from atmorep.errors import DataError
 from atmorep.fields import field_spec
@@ -105,11 +105,12 @@ def prepare_dataset(
         raise DataError(f"output store '{out}' already exists (use --overwrite to replace it)")
     ds = _check_fits(ds, box, origin=origin)
     chunks = chunk_shape(box, (ds.sizes["time"], ds.sizes["latitude"], ds.sizes["longitude"]), chunk_fraction)
+    task = _task_chunks(ds, chunks[0])
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        _write(ds, tmp, chunks)
-        written = _open_for_reduction(tmp)
-        statistics = compute_statistics(written)
-        report = nan_report(written)
+        _write(ds, tmp, chunks, task)
+        written = _open_for_reduction(tmp, task)
+        statistics, nan_counts = reduce_store(written)
+        report = nan_report(written, nan_counts)
         attrs = {
             "atmorep_statistics": json.dumps(statistics.to_dict()),
             "atmorep_nan_report": json.dumps(report),
@@ -141,14 +142,20 @@ def _check_fits(ds: xr.Dataset, box: Sequence[int], origin: str) -> xr.Dataset:
     return ds
 
 
-def _write(ds: xr.Dataset, path: Path, chunks: tuple[int, int, int]) -> None:
-    """Write the dataset chunked for sampling: all levels of a field in one chunk."""
+def _write(ds: xr.Dataset, path: Path, chunks: tuple[int, int, int], task: dict[str, int]) -> None:
+    """Write the dataset chunked for sampling: all levels of a field in one chunk.
+
+    Args:
+        ds: the dataset in the internal convention.
+        path: the store to write.
+        chunks: storage chunks ``(time, latitude, longitude)``.
+        task: dask chunks of the write, from :func:`_task_chunks`.
+    """
     sizes = {"time": chunks[0], "latitude": chunks[1], "longitude": chunks[2], "level": -1, "member": 1}
     encoding = {}
     variables = {}
     for name, var in ds.data_vars.items():
         target = {dim: sizes[dim] for dim in var.dims}
-        task = _task_chunks(ds, chunks[0])
         var = var.astype(np.float32).chunk({dim: task[dim] for dim in var.dims})
         spec = field_spec(str(name))
         var.attrs = {
@@ -185,11 +192,20 @@ def _task_chunks(ds: xr.Dataset, time_chunk: int, target_bytes: int = 64 * 2**20
     return {dim: size for dim, size in chunks.items() if dim in ds.dims}
 
 
-def _open_for_reduction(path: str | Path) -> xr.Dataset:
-    """A written store opened lazily in the dask chunks of :func:`_task_chunks` (same sums every time)."""
+def _stored_task_chunks(path: str | Path) -> dict[str, int]:
+    """The :func:`_task_chunks` of a written store, from its storage time chunk."""
     stored = xr.open_zarr(path, consolidated=True, chunks=None)
     time_chunk = max(int(v.encoding["chunks"][v.dims.index("time")]) for v in stored.data_vars.values())
-    return xr.open_zarr(path, consolidated=True, chunks=_task_chunks(stored, time_chunk))
+    return _task_chunks(stored, time_chunk)
+
+
+def _open_for_reduction(path: str | Path, task: dict[str, int]) -> xr.Dataset:
+    """A written store opened lazily in the dask chunks ``task`` of :func:`_task_chunks`.
+
+    The chunks depend only on the store's shape and storage chunks, so every reduction of a store
+    sums in the same order and gives the same statistics.
+    """
+    return xr.open_zarr(path, consolidated=True, chunks=task)
 
 
 def _finalise(path: Path, attrs: dict) -> None:
@@ -222,7 +238,7 @@ def update_statistics(path: str | Path, local_statistics: bool = False) -> Path:
     import zarr
 
     store = Store(path)  # validates that it is a complete store
-    ds = _open_for_reduction(store.path)
+    ds = _open_for_reduction(store.path, _stored_task_chunks(store.path))
     statistics = compute_statistics(ds)
     if local_statistics:
         compute_local_statistics(ds).to_zarr(

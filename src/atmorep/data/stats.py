@@ -26,17 +26,21 @@ def _reduce_dims(var: xr.DataArray) -> list[str]:
     return [d for d in var.dims if d != "level"]
 
 
-def compute_statistics(ds: xr.Dataset) -> Statistics:
-    """Latitude-weighted mean and std of every field, per level (one dask pass over the data)."""
+def _lazy_moments(ds: xr.Dataset) -> dict:
+    """field -> lazy latitude-weighted ``(mean, mean of squares)`` per level (NaNs skipped)."""
     weights = area_weights(ds["latitude"])
     lazy = {}
     for name, var in ds.data_vars.items():
         values = var.astype(np.float64)
         dims = _reduce_dims(var)
         lazy[name] = (values.weighted(weights).mean(dims), (values**2).weighted(weights).mean(dims))
-    (computed,) = dask.compute(lazy)
+    return lazy
+
+
+def _statistics_from_moments(ds: xr.Dataset, moments: dict) -> Statistics:
+    """Statistics from the computed :func:`_lazy_moments`; a constant field gets std 1."""
     fields = {}
-    for name, (mean, mean_square) in computed.items():
+    for name, (mean, mean_square) in moments.items():
         mean_v = np.atleast_1d(np.asarray(mean, dtype=np.float64))
         var_v = np.atleast_1d(np.asarray(mean_square, dtype=np.float64)) - mean_v**2
         std_v = np.sqrt(np.clip(var_v, 0.0, None))
@@ -48,17 +52,43 @@ def compute_statistics(ds: xr.Dataset) -> Statistics:
     return Statistics(fields)
 
 
-def nan_report(ds: xr.Dataset) -> dict[str, dict]:
+def _lazy_nan_counts(ds: xr.Dataset) -> dict:
+    """field -> lazy number of NaN values."""
+    return {name: var.isnull().sum() for name, var in ds.data_vars.items()}
+
+
+def compute_statistics(ds: xr.Dataset) -> Statistics:
+    """Latitude-weighted mean and std of every field, per level (one dask pass over the data)."""
+    (moments,) = dask.compute(_lazy_moments(ds))
+    return _statistics_from_moments(ds, moments)
+
+
+def reduce_store(ds: xr.Dataset) -> tuple[Statistics, dict[str, int]]:
+    """Statistics (as :func:`compute_statistics`) and NaN counts per field, in one dask pass.
+
+    Returns:
+        The statistics, and field -> number of NaN values (for :func:`nan_report`).
+    """
+    moments, counts = dask.compute(_lazy_moments(ds), _lazy_nan_counts(ds))
+    return _statistics_from_moments(ds, moments), {str(name): int(count) for name, count in counts.items()}
+
+
+def nan_report(ds: xr.Dataset, counts: dict[str, int] | None = None) -> dict[str, dict]:
     """Fraction of NaN per field and where it lies (first time, latitude and longitude range).
+
+    Args:
+        ds: the dataset.
+        counts: field -> number of NaN values, if already known (:func:`reduce_store`); computed
+            when None.
 
     Returns:
         field -> {"fraction", "count", "where"} for fields that hold any NaN; empty if none.
     """
-    counts = {name: var.isnull().sum() for name, var in ds.data_vars.items()}
-    (counts,) = dask.compute(counts)
+    if counts is None:
+        (computed,) = dask.compute(_lazy_nan_counts(ds))
+        counts = {str(name): int(count) for name, count in computed.items()}
     report = {}
     for name, count in counts.items():
-        count = int(count)
         if count == 0:
             continue
         var = ds[name]
@@ -73,7 +103,7 @@ def nan_report(ds: xr.Dataset) -> dict[str, dict]:
             f"{times.size} time steps from {str(times[0])[:19]}, latitude {lats.min():g}..{lats.max():g}, "
             f"longitude {lons.min():g}..{lons.max():g}"
         )
-        report[str(name)] = {"fraction": count / var.size, "count": count, "where": where}
+        report[name] = {"fraction": count / var.size, "count": count, "where": where}
     return report
 
 

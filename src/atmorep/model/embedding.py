@@ -21,6 +21,7 @@ The embedding of a token of field f is
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +68,29 @@ def positional_encoding(grid: tuple[int, int, int, int], dim: int, dtype: torch.
     if padding:
         parts.append(torch.zeros(*grid, padding, dtype=torch.float64, device=device))
     return torch.cat(parts, dim=-1).to(dtype)
+
+
+class _CodeCache:
+    """Fixed codes (:func:`positional_encoding`, :func:`sub_token_positions`) built once per key.
+
+    A plain dict, so nothing reaches the state dict. The codes are built outside inference mode
+    (so a code first built during inference can enter autograd later) and not cached while
+    ``torch.compile`` traces (the compiled graph builds or folds them itself).
+    """
+
+    def __init__(self) -> None:
+        self._codes: dict[tuple, Tensor] = {}
+
+    def get(self, build: Callable[..., Tensor], *args) -> Tensor:
+        """``build(*args)``, from the cache when built before with the same ``args``."""
+        if torch.compiler.is_compiling():
+            return build(*args)
+        key = (build.__name__, *args)
+        code = self._codes.get(key)
+        if code is None:
+            with torch.inference_mode(False):
+                code = self._codes[key] = build(*args)
+        return code
 
 
 def alpha_features(alpha: Tensor) -> Tensor:
@@ -147,6 +171,7 @@ class SubTokenEmbedding(nn.Module):
         self.blocks = nn.ModuleList(SelfAttentionBlock(width, max(1, width // 16)) for _ in range(layers))
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, dim)
+        self._codes = _CodeCache()
 
     def forward(self, tokens: Tensor, token_size: tuple[int, int, int] | None = None) -> Tensor:
         """``[..., tt*th*tw]`` -> ``[..., D]``; ``token_size`` defaults to the field's."""
@@ -154,7 +179,8 @@ class SubTokenEmbedding(nn.Module):
         lead, points = tokens.shape[:-1], tokens.shape[-1]
         if points != math.prod(token_size):
             raise ValueError(f"token length {points} does not match token size {token_size}")
-        position = sub_token_positions(token_size, self.position.weight.dtype, tokens.device)  # [D_f, 24]
+        position = self._codes.get(sub_token_positions, token_size, self.position.weight.dtype,
+                                   tokens.device)  # [D_f, 24]
         x = self.value(tokens.reshape(-1, points, 1)) + self.position(position)  # [..., D_f] -> [M, D_f, w]
         for block in self.blocks:
             x = block(x)
@@ -191,6 +217,7 @@ class FieldEmbedding(nn.Module):
         self.alpha = AlphaEmbedding(dim) if alpha_embedding else None
         self.dropout = nn.Dropout(dropout)
         self.dim = dim
+        self._codes = _CodeCache()
 
     def forward(self, tokens: Tensor, modes: Tensor, alpha: Tensor) -> Tensor:
         """Embed a field.
@@ -209,5 +236,5 @@ class FieldEmbedding(nn.Module):
         x = torch.where(masked, self.mask_token.to(x.dtype), x)
         if self.alpha is not None:
             x = x + self.alpha(alpha)
-        x = x + positional_encoding(tuple(tokens.shape[1:5]), self.dim, x.dtype, x.device)
+        x = x + self._codes.get(positional_encoding, tuple(tokens.shape[1:5]), self.dim, x.dtype, x.device)
         return self.dropout(x.flatten(1, 4))  # [B, L, nT, nH, nW, D] -> [B, N, D]

@@ -1,11 +1,12 @@
 """Validation during training: fixed batches of the validation stores, fixed masks, skill vs climatology.
 
 Every validation evaluates the same ``train.validation_batches`` batches (batch ``i`` of epoch 0
-of this rank's validation stream), normalised with the *training* statistics, under the same
-masking tasks with the same masks (:func:`atmorep.train.step.evaluate_batch`), so successive
-validations are directly comparable. Metrics are averaged over batches and ranks. For each task
-and field the skill score ``1 - mse / mse_climatology`` is positive when the model beats
-climatology; ``"loss"`` is the mean of the tasks' losses.
+of this rank's validation stream, normalised with the *training* statistics; read once and kept in
+memory), under the same masking tasks with the same masks
+(:func:`atmorep.train.step.evaluate_batch`), so successive validations are directly comparable.
+Metrics are averaged over batches and ranks. For each task and field the skill score
+``1 - mse / mse_climatology`` is positive when the model beats climatology; ``"loss"`` is the mean
+of the tasks' losses.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import defaultdict
 
 import torch
 
+from atmorep.batch import Batch
 from atmorep.config import RunConfig
 from atmorep.data.dataset import BoxDataset
 from atmorep.data.statistics import Statistics
@@ -52,6 +54,7 @@ class Validator:
         self.config, self.runtime = config, runtime
         self.tasks = validation_tasks(config)
         self.dataset = None
+        self._batches: list[Batch] | None = None
         if config.data.validation:
             self.dataset = BoxDataset(config.data.validation, config.fields, config.data,
                                       seed=config.train.seed, rank=runtime.env.rank, statistics=statistics)
@@ -66,8 +69,7 @@ class Validator:
         sums: dict[str, float] = defaultdict(float)
         model.module.eval()
         try:
-            for index in range(count):
-                batch = self.dataset.make_batch(0, index)
+            for index, batch in enumerate(self.batches()):
                 metrics = evaluate_batch(model.forward, batch, self.config, self.runtime, index, self.tasks)
                 for key, value in metrics.items():
                     sums[key] += value
@@ -78,3 +80,10 @@ class Validator:
                              device=self.runtime.device)
         means = distributed.all_reduce_mean(local).tolist()
         return summarise(dict(zip(keys, means)))
+
+    def batches(self) -> list[Batch]:
+        """The fixed validation batches (on the CPU), read on the first call and reused after."""
+        if self._batches is None:
+            count = self.config.train.validation_batches
+            self._batches = [self.dataset.make_batch(0, index) for index in range(count)]
+        return self._batches
