@@ -10,11 +10,16 @@ that order: ``N = L * nT * nH * nW``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from atmorep.batch import BatchMetadata
+from atmorep.batch import Batch, BatchMetadata
 from atmorep.errors import AtmorepError
+
+if TYPE_CHECKING:
+    from atmorep.config import FieldConfig
 
 ALPHA_NAMES = ("year", "day_of_year", "hour", "level", "latitude", "longitude", "resolution")
 
@@ -124,6 +129,19 @@ def token_alpha(metadata: BatchMetadata, field: str, token_size: tuple[int, int,
         torch.full(shape, float(metadata.resolution), dtype=torch.float64),
     ]
     return torch.stack(columns, dim=-1).to(torch.float32)
+
+
+def tokenise_batch(batch: Batch,
+                   fields: Sequence[FieldConfig]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Tokens ``[B, L, nT, nH, nW, D_f]`` and alpha ``[B, L, nT, nH, nW, 7]`` of every field.
+
+    Alpha is computed from the metadata and moved to the device of the field's tokens.
+    """
+    tokens, alpha = {}, {}
+    for f in fields:
+        tokens[f.name] = tokenise(batch.fields[f.name], f.token_size)
+        alpha[f.name] = token_alpha(batch.metadata, f.name, f.token_size).to(tokens[f.name].device)
+    return tokens, alpha
 
 
 def _circular_mean_degrees(lon: torch.Tensor) -> torch.Tensor:

@@ -29,13 +29,16 @@ from atmorep.batch import EPOCH, BatchMetadata
 from atmorep.data.store import BoxIndex, Store
 from atmorep.errors import DataError
 from atmorep.infer.predictor import BoxPredictor, coarsen_points, token_modes
-from atmorep.infer.request import InferencePlan, InferenceRequest, plan_inference
+from atmorep.infer.request import InferencePlan, InferenceRequest, check_request, plan_inference
 from atmorep.infer.rollout import rollout
 from atmorep.infer.tasks import region_points, target_points
 from atmorep.infer.tiling import extract, run_tiled
 from atmorep.infer.writer import PredictionLayout, PredictionWriter
+from atmorep.runtime import derive_seed
 
 logger = logging.getLogger(__name__)
+
+TARGET_STREAM = 0x74617267  # key of the per-case target-mask streams derived from the request seed
 
 Progress = Callable[[int, int], None]
 
@@ -76,7 +79,9 @@ class DomainRunner:
     def __init__(self, predictor: BoxPredictor, store: Store, plan: InferencePlan, request: InferenceRequest):
         self.predictor, self.store, self.plan, self.request = predictor, store, plan, request
         self.names = [f.name for f in predictor.fields]
-        self.levels = [len(predictor.levels[n]) for n in self.names]
+        self.level_values = predictor.levels  # field -> the model's levels
+        self.levels = [len(self.level_values[n]) for n in self.names]
+        self.level_kind, self.resolution = store.level_kind, store.resolution
         self.predicted = list(predictor.predicted)
         tile_lat, tile_lon = plan.tiles.tile_coordinates(plan.domain.latitude, plan.domain.longitude)
         self.tile_lat, self.tile_lon = tile_lat, tile_lon  # [K, H], [K, W]
@@ -103,26 +108,26 @@ class DomainRunner:
                 raise DataError(f"store '{store.path}': field '{name}' holds NaN or inf in the window from "
                                 f"{when}; inference needs complete inputs")
             field = torch.from_numpy(np.ascontiguousarray(values))[None]  # [1, L, steps, H, W]
-            normal = self.predictor.statistics.normalise_fields({name: field}, self.predictor.levels)[name]
+            normal = self.predictor.statistics.normalise_fields({name: field}, self.level_values)[name]
             channels.append(normal[0])
         window = torch.cat(channels, dim=0)  # [C, steps, H, W]
         missing = plan.layout.window - steps
         return torch.nn.functional.pad(window, (0, 0, 0, 0, 0, missing)) if missing else window
 
-    def apply(self, window: Tensor, points: Tensor, seconds: Tensor) -> Tensor:
+    def apply(self, window: Tensor, tile_points: Tensor, seconds: Tensor) -> Tensor:
         """One model pass over the domain.
 
         Args:
             window: ``[S, C, T, H, W]`` normalised input; ``S`` is 1, or E (member rollout: member e
                 of the output comes from window e).
-            points: ``[T, H, W]`` bool target points.
+            tile_points: ``[K, T, H, W]`` bool target points of every tile (``extract`` of the
+                domain's point mask).
             seconds: ``[T]`` int64 times of the window steps.
 
         Returns:
             ``[E, Cp, P, H, W]``: the predicted fields' channels at the layout's predicted steps.
         """
         plan, predictor = self.plan, self.predictor
-        tile_points = extract(points, plan.tiles)  # [K, T, H, W]
         steps = list(plan.layout.predicted)
 
         def on_tiles(tiles: Tensor, index: Tensor) -> Tensor:
@@ -132,10 +137,10 @@ class DomainRunner:
             pts = tile_points[index].repeat_interleave(s, dim=0)  # [b * S, T, H, W]
             modes = {f.name: token_modes(pts, f.token_size, n, plan.layout.mode)
                      for f, n in zip(predictor.fields, self.levels)}
-            meta = BatchMetadata(time=seconds[None].expand(b * s, -1), levels=predictor.levels,
+            meta = BatchMetadata(time=seconds[None].expand(b * s, -1), levels=self.level_values,
                                  latitude=self.tile_lat[index].repeat_interleave(s, dim=0),
                                  longitude=self.tile_lon[index].repeat_interleave(s, dim=0),
-                                 level_kind=self.store.level_kind, resolution=self.store.resolution)
+                                 level_kind=self.level_kind, resolution=self.resolution)
             out = predictor.predict(inputs, modes, meta)  # field -> [b * S, E, L, T, H, W]
             stacked = torch.cat([out[n] for n in self.predicted], dim=2)[:, :, :, steps].cpu()
             stacked = stacked.reshape(b, s, *stacked.shape[1:])  # [b, S, E, Cp, P, H, W]
@@ -153,25 +158,26 @@ class DomainRunner:
         plan, layout = self.plan, self.plan.layout
         start = int(plan.starts[number])
         seconds = self._seconds(start)
-        generator = torch.Generator().manual_seed(self.request.seed * 1_000_003 + number)
+        generator = torch.Generator().manual_seed(derive_seed(self.request.seed, TARGET_STREAM, number))
         points = target_points(layout, plan.domain.shape, region=self.region, ratio=self.ratio,
-                               block=self.block, generator=generator)
+                               block=self.block, generator=generator)  # [T, H, W]
+        tile_points = extract(points, plan.tiles)  # [K, T, H, W]
+        window = self.read_window(start, layout.read_steps)  # [C, T, H, W]
         if layout.task == "forecast":
-            return self._forecast(self.read_window(start, layout.reference + 1), points, seconds), None
-        window = self.read_window(start, layout.window)
+            return self._forecast(window, tile_points, seconds), None
         source = coarsen_points(window, self.factor) if layout.task == "downscale" else window
-        out = self.apply(source[None], points, seconds)
-        if layout.task not in ("infill", "reconstruct"):
+        out = self.apply(source[None], tile_points, seconds)
+        if not layout.with_mask:
             return out, None
         mask = points[list(layout.predicted)]  # [P, H, W]
         truth = self._predicted_channels(window)[:, list(layout.predicted)]  # [Cp, P, H, W]
         return torch.where(mask, out, truth[None].to(out.dtype)), mask
 
-    def _forecast(self, window: Tensor, points: Tensor, seconds: Tensor) -> Tensor:
+    def _forecast(self, window: Tensor, tile_points: Tensor, seconds: Tensor) -> Tensor:
         """``[E, Cp, P, H, W]``: one pass, or a rollout of the visible steps past the box's lead."""
         plan, layout = self.plan, self.plan.layout
         if plan.rollout_steps == 1:
-            return self.apply(window[None], points, seconds)[:, :, : plan.leads.size]
+            return self.apply(window[None], tile_points, seconds)[:, :, : plan.leads.size]
         shift = int(plan.step / np.timedelta64(1, "s")) * layout.block
         by_member = self.request.rollout == "members"
         members: list[Tensor] = []
@@ -179,7 +185,7 @@ class DomainRunner:
         def step(state: Tensor) -> Tensor:  # state [S, C, T - k, H, W] -> forecast [S, C, k, H, W]
             padded = torch.nn.functional.pad(state, (0, 0, 0, 0, 0, layout.block))  # [S, C, T, H, W]
             source = padded[:1] if not members else padded  # the member windows start identical
-            out = self.apply(source, points, seconds + len(members) * shift)  # [E, C, k, H, W]
+            out = self.apply(source, tile_points, seconds + len(members) * shift)  # [E, C, k, H, W]
             members.append(out)
             return out if by_member else out.mean(dim=0, keepdim=True)
 
@@ -200,10 +206,10 @@ class DomainRunner:
 
     def physical(self, out: Tensor) -> dict[str, np.ndarray]:
         """Per predicted field ``[P, E, L, H, W]`` (``[P, E, H, W]`` for surface fields) in physical units."""
-        counts = [len(self.predictor.levels[n]) for n in self.predicted]
+        counts = [len(self.level_values[n]) for n in self.predicted]
         result = {}
         for name, part in zip(self.predicted, out.split(counts, dim=1)):  # [E, L, P, H, W]
-            values = self.predictor.statistics.denormalise_fields({name: part}, self.predictor.levels)[name]
+            values = self.predictor.statistics.denormalise_fields({name: part}, self.level_values)[name]
             values = values.permute(2, 0, 1, 3, 4).numpy().astype(np.float32)  # [P, E, L, H, W]
             result[name] = values[:, :, 0] if self.store.is_surface(name) else values
         return result
@@ -212,8 +218,6 @@ class DomainRunner:
 def prediction_layout(runner: DomainRunner, request: InferenceRequest, plan: InferencePlan,
                       meta: dict) -> PredictionLayout:
     """The output store's layout and attributes of a run."""
-    import atmorep
-
     predictor, store = runner.predictor, runner.store
     hours = plan.step / np.timedelta64(1, "h")
     attrs = {
@@ -221,7 +225,6 @@ def prediction_layout(runner: DomainRunner, request: InferenceRequest, plan: Inf
         "checkpoint_step": int(meta.get("step", -1)), "data": str(request.data),
         "time_step_hours": float(hours), "box": list(predictor.config.data.box.shape),
         "tile_overlap": list(plan.tiles.overlap), "batch_size": int(request.batch_size),
-        "source": f"atmorep {getattr(atmorep, '__version__', 'unknown')}",
         "config": json.dumps(predictor.config.model_dump(mode="json")),
     }
     if request.task == "downscale":
@@ -232,11 +235,12 @@ def prediction_layout(runner: DomainRunner, request: InferenceRequest, plan: Inf
         attrs["ratio"] = float(runner.ratio)
     if request.task == "forecast":
         attrs["rollout"] = request.rollout
-    fields = {n: None if store.is_surface(n) else tuple(predictor.levels[n]) for n in predictor.predicted}
+        attrs["one_shot_lead_hours"] = float(plan.layout.block * hours)
+    fields = {n: None if store.is_surface(n) else tuple(runner.level_values[n]) for n in predictor.predicted}
     return PredictionLayout(
         fields=fields, level_kind=store.level_kind.value, prediction_timedelta=plan.leads * plan.step,
         members=predictor.members, latitude=plan.domain.latitude, longitude=plan.domain.longitude,
-        attrs=attrs, with_mask=request.task in ("infill", "reconstruct"))
+        attrs=attrs, with_mask=plan.layout.with_mask)
 
 
 def infer(request: InferenceRequest, progress: Progress | None = None,
@@ -253,12 +257,11 @@ def infer(request: InferenceRequest, progress: Progress | None = None,
     """
     from atmorep.train.checkpoint import read_meta
 
+    check_request(request)
     meta = read_meta(request.checkpoint)
     store = Store(request.data)
     if predictor is None:
         predictor = BoxPredictor.from_checkpoint(request.checkpoint, request.device, request.precision)
-    if request.batch_size < 1:
-        raise DataError(f"batch_size must be at least 1, got {request.batch_size}")
     plan = plan_inference(request, store, predictor.config, meta)
     runner = DomainRunner(predictor, store, plan, request)
     began = clock.perf_counter()

@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from atmorep.batch import BatchMetadata
+from atmorep.batch import Batch, BatchMetadata
 from atmorep.config import FieldConfig, RunConfig
-from atmorep.data.masking import COARSENED, MASKED, VISIBLE
+from atmorep.data.masking import COARSENED, MASKED, VISIBLE, apply_target_mask
 from atmorep.data.statistics import Statistics
-from atmorep.data.tokens import token_alpha, tokenise, untokenise
+from atmorep.data.tokens import tokenise, tokenise_batch, untokenise
 from atmorep.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -119,21 +119,18 @@ class BoxPredictor:
         """
         if not any(bool((m != VISIBLE).any()) for m in modes.values()):
             return self._unchanged(inputs)
-        tokens, alpha, visible = {}, {}, {}
-        for f in self.fields:
-            values = inputs[f.name].to(self.device, torch.float32)
-            mode = modes[f.name].to(self.device)
-            visible[f.name] = tokenise(values, f.token_size)  # [b, L, nT, nH, nW, D]
-            tokens[f.name] = torch.where((mode == MASKED)[..., None], 0.0, visible[f.name])
-            modes = {**modes, f.name: mode}
-            alpha[f.name] = token_alpha(metadata, f.name, f.token_size).to(self.device)
+        values = {f.name: inputs[f.name].to(self.device, torch.float32) for f in self.fields}
+        visible, alpha = tokenise_batch(Batch(values, metadata), self.fields)  # [b, L, nT, nH, nW, D]
+        modes = {name: mode.to(self.device) for name, mode in modes.items()}
+        tokens = {f.name: torch.where((modes[f.name] == MASKED)[..., None], 0.0, visible[f.name])
+                  for f in self.fields}
         with self._autocast():
             output = self.model(tokens, modes, alpha)
         result = {}
         for name, prediction in output.fields.items():
             f = self.config.field(name)
             full = visible[name][:, None].repeat(1, self.members, *([1] * 5))  # [b, E, L, nT, nH, nW, D]
-            target = (modes[name] != VISIBLE).nonzero(as_tuple=True)  # row-major, as the predictions
+            target = apply_target_mask(modes[name])  # row-major, as the predictions
             members = prediction.members.to(torch.float32)  # [M, E, D]
             full[target[0], :, target[1], target[2], target[3], target[4]] = members
             result[name] = untokenise(full, f.token_size)  # [b, E, L, T, H, W]
@@ -143,12 +140,6 @@ class BoxPredictor:
         """Boxes without targets: the inputs, as every member ``[b, E, L, T, H, W]``."""
         return {name: inputs[name].to(self.device, torch.float32)[:, None].repeat(1, self.members, 1, 1, 1, 1)
                 for name in self.predicted}
-
-    def check_box(self, box: tuple[int, int, int]) -> None:
-        """Raise DataError unless ``box`` is the model's box ``(T, H, W)``."""
-        if tuple(box) != tuple(self.config.data.box.shape):
-            raise DataError(f"boxes of shape {tuple(box)} given to a model trained on boxes "
-                            f"{tuple(self.config.data.box.shape)} (T, H, W)")
 
 
 def coarsen_points(values: Tensor, factor: int) -> Tensor:

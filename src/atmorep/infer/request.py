@@ -171,14 +171,12 @@ def domain_of(store: Store, region: Region | None, box: tuple[int, int]) -> Doma
     return domain
 
 
-def case_starts(store: Store, times: Sequence[np.datetime64], layout: CaseLayout, time_step: int,
-                window_end: int) -> tuple[np.ndarray, np.ndarray]:
-    """Store indices of the window start of every case, checked against the store's time axis.
-
-    Args:
-        window_end: the last window step that must be read (``T - 1``; the reference for forecasts).
-    """
+def case_starts(store: Store, times: Sequence[np.datetime64], layout: CaseLayout,
+                time_step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Store indices of the window start of every case, checked against the store's time axis (the
+    steps the task reads, ``layout.read_steps``, must all be in the store)."""
     axis = store.time
+    window_end = layout.read_steps - 1  # the last window step read
     if len(times) == 0:
         raise DataError("no reference time given (e.g. --time 2002-01-05T00 or --start/--end)")
     wanted = np.asarray([np.datetime64(t, "s") for t in times])
@@ -247,16 +245,26 @@ def _check_task_options(request: InferenceRequest) -> None:
         raise DataError(f"ratio must lie in (0, 1], got {request.ratio}")
     if request.rollout not in ("members", "mean"):
         raise DataError(f"rollout must be 'members' or 'mean', got '{request.rollout}'")
+    if request.batch_size < 1:
+        raise DataError(f"batch_size must be at least 1, got {request.batch_size}")
+    if request.seed < 0:
+        raise DataError(f"seed must be non-negative, got {request.seed}")
 
 
-def plan_inference(request: InferenceRequest, store: Store, config: RunConfig, meta: dict) -> InferencePlan:
-    """Check a request against the model and the store (see the module docstring)."""
+def check_request(request: InferenceRequest) -> None:
+    """DataError for a request that is wrong whatever the model and the data: an unknown task, an option
+    out of range or given to a task that does not take it, an infill without its region."""
     if request.task not in TASKS:
         raise DataError(f"unknown inference task '{request.task}'; expected one of {list(TASKS)}")
     _check_task_options(request)
     if request.task == "infill" and request.infill_region is None:
         raise DataError("task 'infill' needs the region to fill "
                         "(--infill-region lat_min lat_max lon_min lon_max)")
+
+
+def plan_inference(request: InferenceRequest, store: Store, config: RunConfig, meta: dict) -> InferencePlan:
+    """Check a request against the model and the store (see the module docstring)."""
+    check_request(request)
     levels = check_compatible(store, config, meta, request.checkpoint)
     layout = case_layout(request.task, config)
     box = tuple(config.data.box.shape)
@@ -266,8 +274,7 @@ def plan_inference(request: InferenceRequest, store: Store, config: RunConfig, m
     if store.time.size < 2:
         raise DataError(f"store '{store.path}' holds fewer than two time steps")
     step = (store.time[1] - store.time[0]) * time_step
-    window_end = layout.reference if request.task == "forecast" else layout.window - 1
-    starts, times = case_starts(store, request.times, layout, time_step, window_end)
+    starts, times = case_starts(store, request.times, layout, time_step)
     rollout, leads = lead_steps(request, layout, step, config)
     logger.info("%s: %d cases on a %d x %d domain in %d tiles, %d rollout step(s)", request.task, len(starts),
                 *domain.shape, tiles.count, rollout)

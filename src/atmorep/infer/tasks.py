@@ -61,6 +61,18 @@ class CaseLayout:
         """Steps predicted per rollout step (forecast)."""
         return len(self.predicted)
 
+    @property
+    def read_steps(self) -> int:
+        """Window steps read from the store: up to the reference for a forecast (it never sees its
+        targets), the whole window otherwise."""
+        return self.reference + 1 if self.task == "forecast" else self.window
+
+    @property
+    def with_mask(self) -> bool:
+        """Whether the task hides points of given steps (infill, reconstruct), so that its output comes
+        with the point mask of what was predicted."""
+        return self.task in ("infill", "reconstruct")
+
     def time_targets(self) -> np.ndarray:
         """``[T]`` bool: the steps whose points are all targets (forecast, interpolate, downscale)."""
         steps = np.zeros(self.window, dtype=bool)

@@ -187,8 +187,14 @@ def extract(field: torch.Tensor, plan: TilePlan) -> torch.Tensor:
     """
     _check_trailing(field, plan.grid_shape, "field", "the plan's grid")
     rows, cols = plan.tile_index(field.device)
-    tiles = field[..., rows[:, :, None], cols[:, None, :]]  # [..., K, H, W]
-    return tiles.movedim(-3, 0).contiguous()  # [K, ..., H, W]
+    return _cut(field, rows, cols)
+
+
+def _cut(field: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """The tiles ``[k, ..., H, W]`` of ``field [..., nlat, nlon]`` at grid rows ``[k, H]`` and columns
+    ``[k, W]``."""
+    tiles = field[..., rows[:, :, None], cols[:, None, :]]  # [..., k, H, W]
+    return tiles.movedim(-3, 0).contiguous()  # [k, ..., H, W]
 
 
 def blend(tiles: torch.Tensor, plan: TilePlan) -> torch.Tensor:
@@ -229,11 +235,13 @@ def run_tiled(fn: TileFn, field: torch.Tensor, plan: TilePlan, batch_size: int |
     size = plan.count if batch_size is None else int(batch_size)
     if size < 1:
         raise DataError(f"run_tiled: batch_size must be at least 1, got {batch_size}")
-    tiles = extract(field, plan)
+    _check_trailing(field, plan.grid_shape, "field", "the plan's grid")
+    rows, cols = plan.tile_index(field.device)  # [K, H], [K, W]
     blender = _Blender(plan)
     for start in range(0, plan.count, size):
-        index = torch.arange(start, min(start + size, plan.count), device=field.device)
-        output = fn(tiles[start:start + size], index)
+        stop = min(start + size, plan.count)
+        index = torch.arange(start, stop, device=field.device)
+        output = fn(_cut(field, rows[start:stop], cols[start:stop]), index)
         if output.ndim < 3 or output.shape[0] != index.numel():
             raise DataError(f"run_tiled: fn returned shape {tuple(output.shape)} for {index.numel()} "
                             "tiles, expected [b, ..., H, W]")
@@ -242,12 +250,29 @@ def run_tiled(fn: TileFn, field: torch.Tensor, plan: TilePlan, batch_size: int |
 
 
 class _Blender:
-    """Accumulates weighted tiles into ``[M, nlat * nlon]``, tile by tile in increasing order."""
+    """Accumulates weighted tiles into ``[M, nlat * nlon]``, tile by tile in increasing order.
+
+    The weights ``[K, H, W]`` and the flat grid index ``[K, H * W]`` of every tile are built once, with
+    the dtype and device of the first tiles added; each batch selects its rows.
+    """
 
     def __init__(self, plan: TilePlan):
         self.plan = plan
         self.total: torch.Tensor | None = None
         self.lead: tuple[int, ...] = ()
+        self.weights: torch.Tensor | None = None  # [K, H, W]
+        self.flat_index: torch.Tensor | None = None  # [K, H * W]
+
+    def _start(self, tiles: torch.Tensor) -> None:
+        """Allocate the sum and build weights and flat index for tiles like ``tiles [b, ..., H, W]``."""
+        plan = self.plan
+        self.lead = tuple(tiles.shape[1:-2])
+        rows = int(np.prod(self.lead, dtype=np.int64))
+        self.total = tiles.new_zeros(rows, plan.grid_shape[0] * plan.grid_shape[1])  # [M, nlat * nlon]
+        self.weights = plan.weights(tiles.dtype, tiles.device)  # [K, H, W]
+        grid_rows, grid_cols = plan.tile_index(tiles.device)  # [K, H], [K, W]
+        flat = grid_rows[:, :, None] * plan.grid_shape[1] + grid_cols[:, None, :]  # [K, H, W]
+        self.flat_index = flat.reshape(plan.count, -1)  # [K, H * W]
 
     def add(self, tiles: torch.Tensor, index: torch.Tensor) -> None:
         """Add ``tiles [b, ..., H, W]`` of tile numbers ``index [b]``."""
@@ -256,31 +281,24 @@ class _Blender:
         if not tiles.is_floating_point():
             raise DataError(f"blend: tiles must be floating point, got {tiles.dtype}")
         if self.total is None:
-            self.lead = tuple(tiles.shape[1:-2])
-            rows = int(np.prod(self.lead, dtype=np.int64))
-            self.total = tiles.new_zeros(rows, plan.grid_shape[0] * plan.grid_shape[1])  # [M, nlat * nlon]
+            self._start(tiles)
         elif tuple(tiles.shape[1:-2]) != self.lead:
             raise DataError(f"blend: tiles of shape {tuple(tiles.shape)}, expected middle dimensions "
                             f"{self.lead} like the first tiles")
-        weights = plan.weights(tiles.dtype, tiles.device)[index]  # [b, H, W]
+        assert self.total is not None and self.weights is not None and self.flat_index is not None
+        index = index.to(self.total.device)
+        weights = self.weights[index]  # [b, H, W]
         weighted = tiles * weights.reshape(-1, *([1] * len(self.lead)), h, w)  # [b, ..., H, W]
         source = weighted.movedim(0, -3).reshape(self.total.shape[0], -1)  # [M, b * H * W]
-        self.total.index_add_(1, self._flat_index(index), source)
-
-    def _flat_index(self, index: torch.Tensor) -> torch.Tensor:
-        rows, cols = self.plan.tile_index(index.device)
-        flat = rows[index][:, :, None] * self.plan.grid_shape[1] + cols[index][:, None, :]  # [b, H, W]
-        return flat.reshape(-1)  # [b * H * W]
+        self.total.index_add_(1, self.flat_index[index].reshape(-1), source)
 
     def result(self) -> torch.Tensor:
         """``[..., nlat, nlon]``: the accumulated sum divided by the summed weights."""
-        assert self.total is not None, "no tiles were added"
-        plan = self.plan
-        everything = torch.arange(plan.count, device=self.total.device)
-        norm = self.total.new_zeros(self.total.shape[1])
-        weights = plan.weights(self.total.dtype, norm.device).reshape(-1)  # [K * H * W]
-        norm.index_add_(0, self._flat_index(everything), weights)
-        return (self.total / norm).reshape(*self.lead, *plan.grid_shape)  # [..., nlat, nlon]
+        assert self.total is not None and self.weights is not None and self.flat_index is not None, \
+            "no tiles were added"
+        norm = self.total.new_zeros(self.total.shape[1])  # [nlat * nlon]
+        norm.index_add_(0, self.flat_index.reshape(-1), self.weights.reshape(-1))  # over K * H * W
+        return (self.total / norm).reshape(*self.lead, *self.plan.grid_shape)  # [..., nlat, nlon]
 
 
 def _positive_pair(values: tuple[int, int], name: str) -> tuple[int, int]:

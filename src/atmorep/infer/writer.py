@@ -210,6 +210,8 @@ class PredictionWriter:
         levels = layout.levels
         self._level_index = {name: np.searchsorted(levels, own)
                              for name, own in layout.fields.items() if own is not None}
+        self._on_union_levels = {name for name, index in self._level_index.items()
+                                 if np.array_equal(index, np.arange(len(levels)))}  # own levels == union
         self._attrs = _global_attrs(layout)
         self._context: contextlib.AbstractContextManager[Path] | None = None
         self._tmp: Path | None = None
@@ -311,7 +313,7 @@ class PredictionWriter:
         if bad:
             raise DataError(f"{self.path}: field '{name}' holds {bad} NaN or infinite values; "
                             "a prediction must be finite")
-        if name not in self._level_index:
+        if name not in self._level_index or name in self._on_union_levels:
             return array
         union = np.full((*expected[:2], len(self.layout.levels), *expected[3:]), np.nan, np.float32)
         union[:, :, self._level_index[name]] = array  # [P, E, L_own, H, W] -> [P, E, L, H, W]

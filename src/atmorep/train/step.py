@@ -31,9 +31,9 @@ import torch
 from torch import Tensor, nn
 
 from atmorep.batch import Batch
-from atmorep.config import FieldConfig, RunConfig
+from atmorep.config import RunConfig
 from atmorep.data.masking import MaskedField, draw_task, mask_fields
-from atmorep.data.tokens import ALPHA_NAMES, token_alpha, tokenise
+from atmorep.data.tokens import ALPHA_NAMES, tokenise_batch
 from atmorep.model.output import ModelOutput
 from atmorep.runtime import Runtime, derive_seed
 from atmorep.train.losses import FieldLoss, combine_losses, crps_fair, latitude_weights, mse_mean
@@ -69,16 +69,6 @@ def masking_generator(seed: int, rank: int, step: int, micro: int = 0,
     generator = torch.Generator(device=device)
     generator.manual_seed(derive_seed(seed, MASKING_STREAM, rank, step, micro))
     return generator
-
-
-def tokenise_batch(batch: Batch,
-                   fields: Sequence[FieldConfig]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Tokens ``[B, L, nT, nH, nW, D_f]`` and alpha ``[B, L, nT, nH, nW, 7]`` of every field."""
-    tokens, alpha = {}, {}
-    for f in fields:
-        tokens[f.name] = tokenise(batch.fields[f.name], f.token_size)
-        alpha[f.name] = token_alpha(batch.metadata, f.name, f.token_size).to(tokens[f.name].device)
-    return tokens, alpha
 
 
 def field_weights(config: RunConfig) -> dict[str, float]:
