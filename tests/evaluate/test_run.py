@@ -29,3 +29,11 @@ def test_the_one_shot_lead_is_the_forecast_block_in_hours():
     assert one_shot_lead(xr.Dataset(attrs=attrs)) == 2 * 3 * 6.0
     assert one_shot_lead(xr.Dataset(attrs=attrs | {"task": "interpolate"})) is None
     assert one_shot_lead(xr.Dataset(attrs={"task": "forecast", "time_step_hours": 6.0})) is None
+
+
+def test_the_one_shot_lead_attribute_comes_before_the_config():
+    config = {"train": {"forecast_tokens": 2}, "fields": [{"token_size": [3, 9, 9]}]}
+    attrs = {"task": "forecast", "time_step_hours": 6.0, "config": json.dumps(config),
+             "one_shot_lead_hours": 24}
+    assert one_shot_lead(xr.Dataset(attrs=attrs)) == 24.0
+    assert one_shot_lead(xr.Dataset(attrs=attrs | {"task": "infill"})) is None

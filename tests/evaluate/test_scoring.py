@@ -257,6 +257,19 @@ def test_scores_and_reads_do_not_depend_on_the_length_of_the_truth_store(tmp_pat
     assert len(set(reads["long.zarr"])) == 2 * len(steps)  # a chunk per field and needed step, of 120
 
 
+@pytest.mark.parametrize("task", ["forecast", "interpolate"])
+def test_each_needed_truth_step_is_read_once_however_many_cases_share_it(tmp_path, reads, task):
+    dataset = _dataset(TIMES, seed=4)
+    path = _store(dataset, tmp_path / "truth.zarr")
+    times, leads = TIMES[[1, 2, 3, 5]], [6, 12, 18]  # cases overlap, and end points are valid times
+    values = _members(_cases(dataset, times, leads), 2, offset=0.5)
+    score(_prediction(values, dataset, times, leads, task, time_step_hours=6.0), path)
+    valid = times[:, None] + np.array(leads) * HOUR
+    ends = times + (leads[-1] + 6) * HOUR if task == "interpolate" else times[:0]
+    steps = set(np.concatenate([valid.ravel(), times, ends]))
+    assert len(reads["truth.zarr"]) == len(set(reads["truth.zarr"])) == 2 * len(steps)  # t and sp
+
+
 def test_the_climatology_reads_only_the_needed_days_and_is_cached(tmp_path, reads):
     years = pd.date_range("2017-01-01", "2018-12-31 12:00", freq="12h")  # two years, not leap years
     seasonal = 10.0 * np.sin(2 * np.pi * years.day_of_year.values / 365) + 0.5 * years.hour.values  # [T]
@@ -351,6 +364,8 @@ def test_bad_arguments_raise_data_errors(truth, tmp_path):
         score(prediction, path, fields=["z"])
     with pytest.raises(DataError, match="cannot open truth store"):
         score(prediction, tmp_path / "missing.zarr")
+    with pytest.raises(DataError, match="prediction 'forecast.zarr' has no field"):
+        score(prediction, path, fields=["z"], name="forecast.zarr")
     with pytest.raises(DataError, match="missing.zarr. is not a readable zarr store"):
         score(tmp_path / "missing.zarr", path)
     with pytest.raises(DataError, match="no scores file"):

@@ -25,9 +25,9 @@ from rich.table import Table
 
 from atmorep.errors import DataError
 from atmorep.evaluate.report import MapCase, map_case, markdown_table, number_cell, write_report
-from atmorep.evaluate.scoring import MASK, Scores, predicted_levels, score, summary_table, write_scores
+from atmorep.evaluate.scoring import Scores, score, summary_table, write_scores
 from atmorep.evaluate.truth import open_store
-from atmorep.infer.writer import open_prediction
+from atmorep.infer.writer import MASK, open_prediction
 from atmorep.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -59,18 +59,23 @@ def _key(task: str, taken: Mapping[str, object]) -> str:
     return f"{task}-{number}"
 
 
-def _maps(prediction: xr.Dataset, truth: xr.Dataset, task: str) -> list[MapCase]:
+def _map_level(variable: xr.DataArray, scores: Scores) -> float | None:
+    """The middle of the levels scored for ``variable`` (its predicted levels), in the store's order."""
+    if "level" not in variable.dims:
+        return None
+    table = scores.table
+    scored = table.loc[table["field"] == variable.name, "level"].unique()
+    levels = variable["level"].values[np.isin(variable["level"].values, scored)]
+    return float(levels[len(levels) // 2])
+
+
+def _maps(prediction: xr.Dataset, truth: xr.Dataset, scores: Scores) -> list[MapCase]:
     """One map per predicted field: the middle of its predicted levels, the last lead, the first case."""
     cases = []
     for name in prediction.data_vars:
         if name == MASK:
             continue
-        variable = prediction[name]
-        level = None
-        if "level" in variable.dims:
-            levels = variable["level"].values[predicted_levels(variable)]
-            level = float(levels[len(levels) // 2])
-        cases.append(map_case(prediction, truth, str(name), level,
+        cases.append(map_case(prediction, truth, str(name), _map_level(prediction[name], scores),
                               lead_index=prediction.sizes["prediction_timedelta"] - 1, time_index=0))
     return cases
 
@@ -101,11 +106,12 @@ def evaluate(predictions: Sequence[str | Path], truth: str | Path, climatology_s
         prediction = open_prediction(path)
         key = _key(str(prediction.attrs["task"]), all_scores)
         logger.info("scoring %s (%s)", path, key)
-        all_scores[key] = score(path, truth, climatology_source, climatology_cache=directory / "climatology")
+        all_scores[key] = score(prediction, truth, climatology_source, name=str(path),
+                                climatology_cache=directory / "climatology")
         headline[key] = one_shot_lead(prediction)
         write_scores(all_scores[key], directory / key)
         if truth_ds is not None:
-            map_cases += _maps(prediction, truth_ds, key)
+            map_cases += _maps(prediction, truth_ds, all_scores[key])
     summary = summary_frame(all_scores, headline)
     atomic_write_text(directory / "summary.csv", summary.to_csv(index=False))
     atomic_write_text(directory / "summary.md", summary_markdown(summary))
@@ -118,10 +124,13 @@ def evaluate(predictions: Sequence[str | Path], truth: str | Path, climatology_s
 def one_shot_lead(prediction: xr.Dataset) -> float | None:
     """A forecast's headline lead in hours: the last step the box predicts in one pass (no rollout).
 
-    None for other tasks (their summary averages every predicted step).
+    Read from the attribute ``one_shot_lead_hours``; stores without it derive it from the resolved
+    config they carry. None for other tasks (their summary averages every predicted step).
     """
     if prediction.attrs.get("task") != "forecast":
         return None
+    if prediction.attrs.get("one_shot_lead_hours") is not None:
+        return float(prediction.attrs["one_shot_lead_hours"])
     try:
         config = json.loads(prediction.attrs["config"])
         block = config["train"]["forecast_tokens"] * config["fields"][0]["token_size"][0]
@@ -141,10 +150,10 @@ def summary_frame(scores: Mapping[str, Scores],
     frames = []
     for key, value in scores.items():
         lead = (leads or {}).get(key)
-        available = value.table["lead"].unique()
-        if lead is not None and not np.isclose(available, lead).any():
-            lead = None
-        frame = summary_table(value, lead)
+        try:
+            frame = summary_table(value, lead)
+        except DataError:  # the lead was not scored: the mean over all leads
+            lead, frame = None, summary_table(value)
         frame.insert(0, "lead", "all" if lead is None else f"{lead:g} h")
         frame.insert(0, "task", key)
         frames.append(frame)

@@ -19,7 +19,7 @@ anomaly is zero). The model's rank histogram (two members or more) and the zonal
 model and truth (:func:`metrics.power_spectrum`; each row of a regional grid is taken as periodic,
 for model and truth alike) come with the scores.
 
-**Cost.** Only the steps the cases need are read from the truth store, one dask chunk per case
+**Cost.** Only the steps the cases and the baselines need are read from the truth store, each once
 (:mod:`atmorep.evaluate.truth`), and the climatology is computed from the days of year and hours
 of the valid times only, optionally cached (:mod:`atmorep.evaluate.climatology_source`). So a
 truth store ten times longer costs the same.
@@ -46,14 +46,15 @@ import xarray as xr
 from atmorep.errors import DataError
 from atmorep.evaluate import metrics
 from atmorep.evaluate.climatology_source import at_cases, climatologies
-from atmorep.evaluate.task_baselines import BASELINES, BUILDERS, REQUIRED_ATTRS, Context
-from atmorep.evaluate.truth import SPATIAL, LazyStore
+from atmorep.evaluate.metrics import SPATIAL_DIMS as SPATIAL
+from atmorep.evaluate.task_baselines import BASELINES, BUILDERS, REQUIRED_ATTRS, Context, needed_times
+from atmorep.evaluate.truth import LazyStore, case_valid_times, select_cases
+from atmorep.infer.writer import MASK, open_prediction
 from atmorep.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 MODEL = "model"
-MASK = "target_mask"
 MASKED_TASKS = ("infill", "reconstruct")
 COLUMNS: dict[str, tuple[str, ...]] = {  # the columns of each table of Scores
     "table": ("task", "field", "level", "lead", "method", "metric", "value"),
@@ -144,35 +145,34 @@ def _spectra(model: xr.DataArray, truth: xr.DataArray, mask: xr.DataArray | None
 
 def _score_field(store: LazyStore, field: str, model: xr.DataArray, mask: xr.DataArray | None,
                  climatology: xr.DataArray | None, attrs: dict):
-    """Lazy scores ``{(method, metric): [P, (L)]}``, rank frequencies and spectra of one field."""
-    truth = store.cases(field, model)
+    """Lazy scores ``{(method, metric): [P, (L)]}``, rank frequencies and spectra of one field.
+
+    The truth is read once at every time the cases and the task's baselines need.
+    """
+    times, leads = model["time"].values, model["prediction_timedelta"].values
+    wanted = {"valid time": case_valid_times(model), **needed_times(attrs["task"], times, leads, attrs)}
+    known = store.read_once(field, wanted, model, chunk=leads.size)  # (T', [L], H, W)
+    truth = select_cases(known, model)  # (time, prediction_timedelta, [L], H, W)
     climatology = None if climatology is None else at_cases(climatology, truth)  # at the truth's coords
-    context = Context(store, field, truth, climatology, attrs)
+    context = Context(field, truth, known, climatology, attrs)
     model_scores = _deterministic(model, truth, climatology, mask) | _ensemble(model, truth, mask)
     scores = {(MODEL, metric): value for metric, value in model_scores.items()}
     for method in BASELINES[attrs["task"]]:
         baseline = BUILDERS[method](context)
         if baseline is None:
             continue
-        values = _deterministic(baseline.transpose(*truth.dims), truth, climatology, mask)
+        reference = None if method == "climatology" else climatology  # its anomaly is zero: no acc
+        values = _deterministic(baseline.transpose(*truth.dims), truth, reference, mask)
         values["crps"] = values["mae"]  # the CRPS of a deterministic forecast
-        if method == "climatology":
-            values.pop("acc", None)  # its anomaly is zero: 0 / 0
         scores |= {(method, metric): value for metric, value in values.items()}
     return scores, _rank_frequency(model, truth, mask), _spectra(model, truth, mask)
 
 
-def _open_prediction(path: str | Path) -> xr.Dataset:
-    """The prediction store at ``path``, opened lazily and checked (``atmorep.infer.writer``)."""
-    from atmorep.infer.writer import open_prediction
-
-    return open_prediction(path)
-
-
-def _prediction(prediction: str | Path | xr.Dataset) -> tuple[xr.Dataset, str]:
+def _prediction(prediction: str | Path | xr.Dataset, name: str | None = None) -> tuple[xr.Dataset, str]:
     """The prediction with its layout and task attributes checked, and its name for messages."""
-    name = "<dataset>" if isinstance(prediction, xr.Dataset) else str(prediction)
-    data = prediction if isinstance(prediction, xr.Dataset) else _open_prediction(prediction)
+    if name is None:
+        name = "<dataset>" if isinstance(prediction, xr.Dataset) else str(prediction)
+    data = prediction if isinstance(prediction, xr.Dataset) else open_prediction(prediction)
     missing = [d for d in ("time", "prediction_timedelta", *SPATIAL) if d not in data.dims]
     if missing or data["time"].dtype.kind != "M" or data["prediction_timedelta"].dtype.kind != "m":
         raise DataError(f"prediction '{name}' needs datetime 'time', timedelta 'prediction_timedelta', "
@@ -264,7 +264,8 @@ def _frame(parts: list[pd.DataFrame], kind: str, order: list[str]) -> pd.DataFra
 
 def score(prediction: str | Path | xr.Dataset, truth: str | Path,
           climatology_source: str | Path | None = None, *, fields: Sequence[str] | None = None,
-          climatology_cache: str | Path | None = None, climatology_window_days: int = 1) -> Scores:
+          climatology_cache: str | Path | None = None, climatology_window_days: int = 1,
+          name: str | None = None) -> Scores:
     """Score a prediction store against the truth and the baselines of its task.
 
     Args:
@@ -278,6 +279,7 @@ def score(prediction: str | Path | xr.Dataset, truth: str | Path,
         climatology_cache: a directory where the climatology computed from a training store is
             kept, one zarr store per field, and reused by later calls that need no other dates.
         climatology_window_days: odd width of the running mean over the day of year.
+        name: the prediction's name in messages (default: its path, or ``<dataset>``).
 
     Returns:
         The scores per task, field, level, lead time, method and metric, the model's rank
@@ -287,7 +289,7 @@ def score(prediction: str | Path | xr.Dataset, truth: str | Path,
         DataError: the prediction is not in the layout, or the truth (or climatology) store lacks
             one of its fields, levels, grid points or valid times.
     """
-    predicted, name = _prediction(prediction)
+    predicted, name = _prediction(prediction, name)
     task = predicted.attrs["task"]
     store = LazyStore(truth, "truth store")
     models = {field: _model(predicted, field, name) for field in _field_names(predicted, fields, name)}

@@ -1,11 +1,13 @@
 """Lazy reads of the truth (and training) stores: only the steps and points that the cases need.
 
 :class:`LazyStore` opens a prepared zarr store without dask, so that nothing but its coordinates is
-read when it is opened and every selection stays a lazy index into the store. The valid (and
-reference) times of the cases are looked up in its time axis (:meth:`LazyStore.positions`), the
-prediction's levels and grid points in its coordinates (:meth:`LazyStore.variable`; a regional grid
-may wrap past 360 degrees east), and only those steps are read, one dask chunk per case
-(:meth:`LazyStore.cases`). A truth store ten times longer therefore costs the same.
+read when it is opened and every selection stays a lazy index into the store. The times the cases
+need (valid times, and the reference times and interpolation end points of the baselines) are looked
+up in its time axis (:meth:`LazyStore.positions`), the prediction's levels and grid points in its
+coordinates (:meth:`LazyStore.variable`; a regional grid may wrap past 360 degrees east), and each
+needed step is read once (:meth:`LazyStore.read_once`), however many cases share it; the cases are
+then selected from those steps, one dask chunk per case (:func:`select_cases`). A truth store ten
+times longer therefore costs the same.
 
 :func:`open_store` is the one place where the evaluation opens a zarr store: a store that is missing
 or not readable raises a :class:`atmorep.errors.DataError` naming it.
@@ -13,7 +15,7 @@ or not readable raises a :class:`atmorep.errors.DataError` naming it.
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 
@@ -21,10 +23,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from atmorep.data.sources import ZarrSource, open_raw
 from atmorep.errors import DataError
 from atmorep.evaluate.climatology import is_climatology
-
-SPATIAL = ("latitude", "longitude")
+from atmorep.evaluate.metrics import SPATIAL_DIMS as SPATIAL
 
 
 def open_store(path: str | Path, what: str, **kwargs) -> xr.Dataset:
@@ -39,12 +41,11 @@ def open_store(path: str | Path, what: str, **kwargs) -> xr.Dataset:
     Raises:
         DataError: the store is missing or cannot be read.
     """
+    kwargs.setdefault("chunks", None)  # xarray's default: lazy indexing without dask
     try:
-        with warnings.catch_warnings():  # stores without consolidated metadata are fine
-            warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated", RuntimeWarning)
-            return xr.open_dataset(path, engine="zarr", consolidated=None, **kwargs)
-    except Exception as error:  # zarr raises several types for missing or corrupt stores
-        raise DataError(f"cannot open {what} '{path}': {type(error).__name__}: {error}") from None
+        return open_raw(ZarrSource(), str(path), consolidated=None, **kwargs)
+    except DataError as error:  # names the path and the library's error
+        raise DataError(f"cannot open {what} '{path}': {str(error).removeprefix(f'{path}: ')}") from None
 
 
 class LazyStore:
@@ -113,12 +114,53 @@ class LazyStore:
         """``field`` at ``times`` on ``like``'s grid, ``(time, [level], latitude, longitude)``, dask."""
         return self.variable(field, like).isel(time=self.positions(times, what)).chunk({"time": chunk})
 
+    def read_once(self, field: str, times: Mapping[str, np.ndarray], like: xr.DataArray,
+                  chunk: int = 1) -> xr.DataArray:
+        """``field`` at every time of ``times``, each step read once, on ``like``'s grid.
+
+        Args:
+            field: the field.
+            times: the times wanted, by their role for messages (e.g. ``"valid time"``); the roles
+                are checked in order, so the first missing time is named with its role.
+            like: gives the levels, latitudes and longitudes.
+            chunk: steps per dask chunk.
+
+        Returns:
+            ``(time, [level], latitude, longitude)`` at the sorted unique times, dask.
+        """
+        for what, wanted in times.items():
+            self.positions(wanted, what)
+        unique = np.unique(np.concatenate([np.asarray(t).ravel().astype("datetime64[ns]")
+                                           for t in times.values()]))
+        return self.read(field, unique, like, "time", chunk).assign_coords(time=unique)
+
     def cases(self, field: str, like: xr.DataArray) -> xr.DataArray:
         """``field`` at the valid times of ``like`` (dims time, prediction_timedelta), one chunk per case."""
-        times, leads = like["time"].values, like["prediction_timedelta"].values
-        valid = (times[:, None] + leads[None, :]).ravel()  # [I * P], case after case
-        flat = self.read(field, valid, like, "valid time", chunk=leads.size)  # (I * P, [L], H, W)
-        values = flat.data.reshape(times.size, leads.size, *flat.shape[1:])  # [I * P, ...] -> [I, P, ...]
-        coords = {"time": times, "prediction_timedelta": leads, **{d: flat[d] for d in flat.dims[1:]}}
-        return xr.DataArray(values, dims=("time", "prediction_timedelta", *flat.dims[1:]), coords=coords,
-                            name=field, attrs=flat.attrs)
+        known = self.read_once(field, {"valid time": case_valid_times(like)}, like,
+                               chunk=like.sizes["prediction_timedelta"])
+        return select_cases(known, like)
+
+
+def case_valid_times(like: xr.DataArray) -> np.ndarray:
+    """``time + prediction_timedelta`` of ``like``'s cases, ``[I, P]``."""
+    return like["time"].values[:, None] + like["prediction_timedelta"].values[None, :]
+
+
+def select_cases(known: xr.DataArray, like: xr.DataArray) -> xr.DataArray:
+    """The cases of ``like`` selected from the steps in ``known``, one dask chunk per case.
+
+    Args:
+        known: ``(time, [level], latitude, longitude)``, dask, holding every valid time of ``like``.
+        like: the cases, dims ``time`` and ``prediction_timedelta``.
+
+    Returns:
+        ``(time, prediction_timedelta, [level], latitude, longitude)`` with ``like``'s time coordinates.
+    """
+    times, leads = like["time"].values, like["prediction_timedelta"].values
+    index = np.searchsorted(known["time"].values, case_valid_times(like).ravel())  # [I * P], by case
+    flat = known.data[index].rechunk({0: leads.size})  # (I * P, [L], H, W), a chunk per case
+    values = flat.reshape(times.size, leads.size, *flat.shape[1:])  # [I * P, ...] -> [I, P, ...]
+    rest = known.dims[1:]  # [level], latitude, longitude
+    coords = {"time": times, "prediction_timedelta": leads, **{d: known[d] for d in rest}}
+    return xr.DataArray(values, dims=("time", "prediction_timedelta", *rest), coords=coords,
+                        name=known.name, attrs=known.attrs)
