@@ -117,6 +117,9 @@ class ModelConfig(_Strict):
     embedding: Literal["linear", "transformer"] = "linear"
     alpha_embedding: bool = True
     checkpoint_activations: bool = False
+    # Hidden tokens start from a first guess and the tail predicts its scaled correction (DESIGN.md
+    # section 10, atmorep.data.first_guess); false: from a mask vector, absolute values (ablation).
+    first_guess: bool = True
 
 
 class OptimConfig(_Strict):

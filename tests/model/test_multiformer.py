@@ -38,7 +38,8 @@ def test_targets_in_row_major_order(config, inputs) -> None:
     model = _model(config)
     tokens, modes, alpha = make_inputs(config, dtype=torch.float64)
     with torch.no_grad():
-        encoded, _ = model.encode(model.embed(tokens, modes, alpha))
+        guesses, kinds = model.guess(tokens, modes)
+        encoded, _ = model.encode(model.embed(guesses, modes, alpha, kinds))
         decoded, _ = model.decode(encoded)
         output = model(tokens, modes, alpha)
     for name in ("t", "u"):
@@ -46,8 +47,10 @@ def test_targets_in_row_major_order(config, inputs) -> None:
         grid = modes[name].shape[1:]
         flat = ((index[:, 1] * grid[1] + index[:, 2]) * grid[2] + index[:, 3]) * grid[3] + index[:, 4]
         states = decoded[name][index[:, 0], flat]  # [M, D]
+        guess = guesses[name][tuple(index.T)]  # [M, D_f]
+        scale = model.tails[name].scale[index[:, 1], kinds[name][tuple(index.T)].long()][:, None, None]
         with torch.no_grad():
-            expected = model.tails[name](states)
+            expected = guess[:, None] + scale * model.tails[name](states)
         torch.testing.assert_close(output.fields[name].members, expected, rtol=0, atol=0)
 
 
@@ -84,7 +87,7 @@ def test_field_order_does_not_matter(config) -> None:
     tokens, modes, alpha = make_inputs(config, dtype=torch.float64)
     permute = (lambda d: dict(reversed(list(d.items()))))  # noqa: E731
     with torch.no_grad():
-        states = model.embed(tokens, modes, alpha)
+        states = model.embed(*model.guess(tokens, modes)[:1], modes, alpha, model.guess(tokens, modes)[1])
         encoded = model.encode(states)[0]
         encoded_other = other.encode(permute(states))[0]
         output = model(tokens, modes, alpha)
@@ -152,7 +155,9 @@ def test_checkpointing_gives_same_outputs_and_gradients() -> None:
 def test_tail_stays_float32_under_autocast(config, inputs) -> None:
     model = _model(config, dtype=torch.float32)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        encoded, _ = model.encode(model.embed(*inputs))
+        tokens, modes, alpha = inputs
+        guesses, kinds = model.guess(tokens, modes)
+        encoded, _ = model.encode(model.embed(guesses, modes, alpha, kinds))
         output = model(*inputs)
     assert encoded[-1]["t"].dtype == torch.bfloat16  # the trunk runs in the autocast dtype
     assert all(p.members.dtype == torch.float32 for p in output.fields.values())

@@ -39,7 +39,8 @@ def test_trunk_shapes_on_meta_device(preset: str) -> None:
     assert all(p.device.type == "meta" for p in model.parameters())
     tokens, modes, alpha = (
         {k: v.to("meta") for k, v in part.items()} for part in make_inputs(config))
-    encoded, _ = model.encode(model.embed(tokens, modes, alpha))
+    kinds = {name: torch.zeros_like(mode) for name, mode in modes.items()}  # the kinds of the first guess
+    encoded, _ = model.encode(model.embed(tokens, modes, alpha, kinds))
     decoded, _ = model.decode(encoded)
     dim = PRESETS[preset]["dim"]
     assert len(encoded) == config.model.encoder_layers

@@ -50,6 +50,48 @@ def _contents(config, statistics, step=3, seed=0) -> Checkpoint:
     return Checkpoint(model.state_dict(), config.model_dump(mode="json"), statistics.to_dict(), meta)
 
 
+def _absolute(config):
+    """``config`` in the formulation before the first guess (checkpoint formats 0 and 1)."""
+    data = config.model_dump(mode="json")
+    return resolve_config({**data, "model": {**data["model"], "first_guess": False}})
+
+
+def _version_one(contents: Checkpoint) -> Checkpoint:
+    """Contents as format version 1 wrote them: no ``first_guess`` key in the model config."""
+    model = {key: value for key, value in contents.config["model"].items() if key != "first_guess"}
+    return replace(contents, config={**contents.config, "model": model}, meta={**contents.meta, "version": 1})
+
+
+def test_version_one_checkpoints_load_as_the_absolute_formulation(config, statistics, tmp_path):
+    contents = _contents(_absolute(config), statistics)
+    write_checkpoint(tmp_path / "v1", _version_one(contents))
+    model, loaded, _ = load_model(tmp_path / "v1")
+    assert loaded.model.first_guess is False
+    for name, value in contents.weights.items():
+        assert torch.equal(model.state_dict()[name], value), name
+    assert read_checkpoint(tmp_path / "v1").meta["version"] == ckpt.FORMAT_VERSION
+
+
+def test_version_one_weights_under_a_first_guess_config_fail_with_one_line(config, statistics, tmp_path):
+    contents = _contents(_absolute(config), statistics)
+    mixed = replace(contents, config=config.model_dump(mode="json"))  # weights without a first guess
+    write_checkpoint(tmp_path / "mixed", mixed)
+    with pytest.raises(CheckpointError, match="weights do not fit the model of its config") as error:
+        load_model(tmp_path / "mixed")
+    assert "\n" not in str(error.value)
+
+
+def test_residual_scales_round_trip(config, statistics, tmp_path):
+    contents = _contents(config, statistics)
+    scales = {name: value for name, value in contents.weights.items() if name.endswith("scale")}
+    assert {"tails.t.scale", "embeddings.t.difference_scale"} <= set(scales)
+    weights = {name: value + 0.25 if name in scales else value for name, value in contents.weights.items()}
+    write_checkpoint(tmp_path / "ckpt", replace(contents, weights=weights))
+    model, _, _ = load_model(tmp_path / "ckpt")
+    for name in scales:
+        assert torch.equal(model.state_dict()[name], weights[name]), name
+
+
 def test_round_trip_gives_equal_weights_config_and_statistics(config, statistics, tmp_path):
     contents = _contents(config, statistics)
     generator = torch.get_rng_state()
@@ -95,7 +137,7 @@ def test_find_checkpoint_recovers_one_moved_aside_by_an_interrupted_write(config
 
 
 def test_migrations_upgrade_old_formats_in_turn(config, statistics, tmp_path, monkeypatch):
-    contents = _contents(config, statistics)
+    contents = _version_one(_contents(_absolute(config), statistics))  # formats before 2: no first guess
     renamed = {name.replace("tails.", "heads."): value for name, value in contents.weights.items()}
     old = replace(contents, weights=renamed, meta={**contents.meta, "version": 0})
     write_checkpoint(tmp_path / "old", old)

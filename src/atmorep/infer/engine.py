@@ -141,7 +141,7 @@ class DomainRunner:
                                  latitude=self.tile_lat[index].repeat_interleave(s, dim=0),
                                  longitude=self.tile_lon[index].repeat_interleave(s, dim=0),
                                  level_kind=self.level_kind, resolution=self.resolution)
-            out = predictor.predict(inputs, modes, meta)  # field -> [b * S, E, L, T, H, W]
+            out = predictor.predict(inputs, modes, meta, self.factor)  # field -> [b * S, E, L, T, H, W]
             stacked = torch.cat([out[n] for n in self.predicted], dim=2)[:, :, :, steps].cpu()
             stacked = stacked.reshape(b, s, *stacked.shape[1:])  # [b, S, E, Cp, P, H, W]
             self.tiles_run += b * s

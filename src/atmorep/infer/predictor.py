@@ -105,7 +105,7 @@ class BoxPredictor:
 
     @torch.no_grad()
     def predict(self, inputs: Mapping[str, Tensor], modes: Mapping[str, Tensor],
-                metadata: BatchMetadata) -> dict[str, Tensor]:
+                metadata: BatchMetadata, coarsen_factor: int | None = None) -> dict[str, Tensor]:
         """Predict the target tokens of a batch of boxes.
 
         Args:
@@ -113,6 +113,8 @@ class BoxPredictor:
                 ``COARSENED``; the values at ``MASKED`` tokens are ignored).
             modes: field -> ``[b, L, nT, nH, nW]`` int8 token modes.
             metadata: where and when the boxes lie.
+            coarsen_factor: the block length of ``COARSENED`` inputs (default: the fields' training
+                factor); the model's first guess of those tokens upsamples their block means.
 
         Returns:
             Predicted field -> ``[b, E, L, T, H, W]`` float32, normalised.
@@ -125,7 +127,7 @@ class BoxPredictor:
         tokens = {f.name: torch.where((modes[f.name] == MASKED)[..., None], 0.0, visible[f.name])
                   for f in self.fields}
         with self._autocast():
-            output = self.model(tokens, modes, alpha)
+            output = self.model(tokens, modes, alpha, coarsen_factor=coarsen_factor)
         result = {}
         for name, prediction in output.fields.items():
             f = self.config.field(name)

@@ -2,9 +2,18 @@
 
 The embedding of a token of field f is
 
-    e = value_embedding(token)  (or the learned mask embedding where the token is MASKED)
+    e = value_embedding(token) + kind_embedding(kind of first guess)
+        + difference_embedding(within-token time differences / their scale)
         + alpha_embedding(alpha)  (optional)
         + positional_encoding(level index, time index, latitude index, longitude index).
+
+* **First guess** (``model.first_guess``, the default): a hidden token enters as its first guess
+  (:mod:`atmorep.data.first_guess`) plus a learned vector per kind of guess (visible tokens have
+  their own), and the differences between a token's successive time steps, divided by a per-level
+  scale (their RMS in the training data, a buffer saved with the weights), get their own linear map:
+  those differences are about 1 % of the values and would hardly show in the value embedding.
+  Without the first guess (the original formulation) a MASKED token enters as the learned mask
+  embedding alone.
 
 * **Values**: a linear map ``D_f -> D`` (``embedding: linear``), or a small transformer over the
   token's grid points (``embedding: transformer``, :class:`SubTokenEmbedding`). The latter sees each
@@ -26,6 +35,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from atmorep.data.first_guess import GUESS_KINDS, time_differences
 from atmorep.data.masking import MASKED
 from atmorep.model.attention import SelfAttentionBlock
 
@@ -191,9 +201,11 @@ class SubTokenEmbedding(nn.Module):
 class FieldEmbedding(nn.Module):
     """Embed one field's tokens, modes and alpha into its sequence of states ``[B, N, D]``.
 
-    MASKED tokens get the learned mask embedding instead of their value embedding; their values are
-    zeroed before the value embedding, so neither their values nor NaNs in them reach the output or
-    the gradients. NOISED and COARSENED tokens are embedded like visible ones.
+    Without a first guess, MASKED tokens get the learned mask embedding instead of their value
+    embedding; their values are zeroed before the value embedding, so neither their values nor NaNs
+    in them reach the output or the gradients. NOISED and COARSENED tokens are embedded like visible
+    ones. With a first guess, every token is embedded from its values (the guess at targets) plus
+    the embedding of its kind of guess and of its scaled time differences.
 
     Args:
         token_size: ``(tt, th, tw)``.
@@ -201,10 +213,13 @@ class FieldEmbedding(nn.Module):
         kind: ``"linear"`` or ``"transformer"`` (see the module docstring).
         alpha_embedding: add the embedding of alpha.
         dropout: dropout on the sum.
+        first_guess: embed the first guess (see the module docstring).
+        levels: the field's number of levels (the length of the difference scales).
     """
 
     def __init__(self, token_size: tuple[int, int, int], dim: int, kind: str = "linear",
-                 alpha_embedding: bool = True, dropout: float = 0.0) -> None:
+                 alpha_embedding: bool = True, dropout: float = 0.0, first_guess: bool = False,
+                 levels: int = 1) -> None:
         super().__init__()
         values = math.prod(token_size)
         if kind == "linear":
@@ -213,27 +228,43 @@ class FieldEmbedding(nn.Module):
             self.values = SubTokenEmbedding(token_size, dim)
         else:
             raise ValueError(f"model.embedding: unknown kind '{kind}' (known: linear, transformer)")
-        self.mask_token = nn.Parameter(torch.zeros(dim))
+        self.token_size = tuple(token_size)
+        self.first_guess = first_guess
+        if not first_guess:
+            self.mask_token = nn.Parameter(torch.zeros(dim))
+        else:
+            self.kind_tokens = nn.Parameter(torch.zeros(len(GUESS_KINDS), dim))
+            differences = (token_size[0] - 1) * token_size[1] * token_size[2]
+            self.differences = nn.Linear(differences, dim) if differences else None
+            self.register_buffer("difference_scale", torch.ones(levels))
         self.alpha = AlphaEmbedding(dim) if alpha_embedding else None
         self.dropout = nn.Dropout(dropout)
         self.dim = dim
         self._codes = _CodeCache()
 
-    def forward(self, tokens: Tensor, modes: Tensor, alpha: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, modes: Tensor, alpha: Tensor, kinds: Tensor | None = None) -> Tensor:
         """Embed a field.
 
         Args:
-            tokens: ``[B, L, nT, nH, nW, D_f]``.
+            tokens: ``[B, L, nT, nH, nW, D_f]``: with a first guess, the guess at target tokens.
             modes: ``[B, L, nT, nH, nW]`` int8 token modes.
             alpha: ``[B, L, nT, nH, nW, 7]``.
+            kinds: ``[B, L, nT, nH, nW]`` int8 kind of first guess (with a first guess).
 
         Returns:
             ``[B, N, D]`` with ``N = L * nT * nH * nW`` in (L, nT, nH, nW) order.
         """
-        masked = (modes == MASKED)[..., None]  # [B, L, nT, nH, nW, 1]
-        weight_dtype = self.mask_token.dtype
-        x = self.values(tokens.to(weight_dtype).masked_fill(masked, 0.0))  # [B, L, nT, nH, nW, D]
-        x = torch.where(masked, self.mask_token.to(x.dtype), x)
+        weight_dtype = next(self.values.parameters()).dtype
+        if self.first_guess:
+            x = self.values(tokens.to(weight_dtype))  # [B, L, nT, nH, nW, D]
+            x = x + self.kind_tokens.to(x.dtype)[kinds.long()]
+            if self.differences is not None:
+                scale = self.difference_scale.to(weight_dtype)[:, None, None, None, None]  # [L, 1, 1, 1, 1]
+                x = x + self.differences(time_differences(tokens.to(weight_dtype), self.token_size) / scale)
+        else:
+            masked = (modes == MASKED)[..., None]  # [B, L, nT, nH, nW, 1]
+            x = self.values(tokens.to(weight_dtype).masked_fill(masked, 0.0))  # [B, L, nT, nH, nW, D]
+            x = torch.where(masked, self.mask_token.to(x.dtype), x)
         if self.alpha is not None:
             x = x + self.alpha(alpha)
         x = x + self._codes.get(positional_encoding, tuple(tokens.shape[1:5]), self.dim, x.dtype, x.device)

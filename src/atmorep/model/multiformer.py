@@ -1,13 +1,17 @@
 """The multiformer: per-field encoder-decoder transformers coupled by cross-attention.
 
-``forward`` runs four named stages:
+``forward`` runs five named stages:
 
+0. :meth:`MultiFormer.guess`: per field, the first guess of every token from what is visible
+   (:func:`atmorep.data.first_guess.first_guess`, full precision) and its kind; with
+   ``model.first_guess: false`` the inputs as they are;
 1. :meth:`MultiFormer.embed`: per field, tokens ``[B, L, nT, nH, nW, D_f]`` (+ modes, alpha) to
    states ``[B, N_f, D]``, ``N_f = L * nT * nH * nW`` flattened in (L, nT, nH, nW) order;
 2. :meth:`MultiFormer.encode`: the coupled encoder (:mod:`atmorep.model.encoder`);
 3. :meth:`MultiFormer.decode`: one decoder per predicted field (:mod:`atmorep.model.decoder`);
 4. :meth:`MultiFormer.predict`: the ensemble tail on the target tokens (``modes != VISIBLE``),
-   gathered in row-major (``torch.nonzero``) order, in at least float32.
+   gathered in row-major (``torch.nonzero``) order, in at least float32: with a first guess the
+   members are the guess plus the scaled correction the tail predicts.
 
 Mixed precision: a caller's ``torch.autocast`` covers stages 1-3; the tail turns it off. The model
 never chooses a device itself. Parameters live in ``ModuleDict`` s keyed by field name, so weights
@@ -23,7 +27,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from atmorep.config import ConfigError, RunConfig
+from atmorep.config import ConfigError, FieldConfig, RunConfig
+from atmorep.data.first_guess import GUESS_KINDS, KIND_VISIBLE, first_guess
 from atmorep.data.masking import VISIBLE
 from atmorep.data.tokens import token_grid
 from atmorep.errors import DataError
@@ -32,7 +37,7 @@ from atmorep.model.decoder import FieldDecoder
 from atmorep.model.embedding import FieldEmbedding
 from atmorep.model.encoder import CoupledEncoder
 from atmorep.model.output import FieldPrediction, ModelOutput
-from atmorep.model.tail import EnsembleTail
+from atmorep.model.tail import EnsembleTail, autocast_disabled
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +63,14 @@ class MultiFormer(nn.Module):
         self.predicted = [f.name for f in config.fields if f.predicted]
         self.embeddings = nn.ModuleDict({
             f.name: FieldEmbedding(f.token_size, model.dim, model.embedding, model.alpha_embedding,
-                                   model.dropout)
+                                   model.dropout, model.first_guess, _levels(f))
             for f in config.fields})
         self.encoder = CoupledEncoder(config.fields, model)
         self.decoders = nn.ModuleDict({name: FieldDecoder(model) for name in self.predicted})
         self.tails = nn.ModuleDict({
-            name: EnsembleTail(model.dim, math.prod(config.field(name).token_size), model.ensemble_members)
-            for name in self.predicted})
+            f.name: EnsembleTail(model.dim, math.prod(f.token_size), model.ensemble_members,
+                                 (_levels(f), len(GUESS_KINDS)) if model.first_guess else None)
+            for f in config.fields if f.predicted})
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -78,7 +84,7 @@ class MultiFormer(nn.Module):
             elif isinstance(module, EnsembleTail):
                 module.reset_parameters()
             elif isinstance(module, FieldEmbedding):
-                nn.init.trunc_normal_(module.mask_token, std=0.02)
+                nn.init.trunc_normal_(module.kind_tokens if module.first_guess else module.mask_token, std=0.02)
 
     def field_modules(self, name: str) -> list[nn.Module]:
         """Every module that belongs to field ``name`` alone (for per-field parameter counts)."""
@@ -90,10 +96,34 @@ class MultiFormer(nn.Module):
 
     # ------------------------------------------------------------------------------------ stages
 
-    def embed(self, tokens: Mapping[str, Tensor], modes: Mapping[str, Tensor],
-              alpha: Mapping[str, Tensor]) -> States:
+    def guess(self, tokens: Mapping[str, Tensor], modes: Mapping[str, Tensor],
+              coarsen_factor: int | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Stage 0: field name -> the first guess ``[B, L, nT, nH, nW, D_f]`` of every token (the input
+        at visible tokens) and its kind ``[B, L, nT, nH, nW]``; without a first guess the inputs and
+        no kinds.
+
+        Args:
+            coarsen_factor: the block length of COARSENED tokens (default: each field's
+                ``masking.coarsen_factor``).
+        """
+        if not self.config.model.first_guess:
+            return dict(tokens), {}
+        guesses, kinds = {}, {}
+        for f in self.config.fields:
+            value, mode = tokens[f.name], modes[f.name]
+            if not bool((mode != VISIBLE).any()):
+                guesses[f.name], kinds[f.name] = value, torch.full_like(mode, KIND_VISIBLE)
+                continue
+            with autocast_disabled(value.device.type):
+                guesses[f.name], kinds[f.name] = first_guess(value, mode, f.token_size,
+                                                             coarsen_factor or f.masking.coarsen_factor)
+        return guesses, kinds
+
+    def embed(self, tokens: Mapping[str, Tensor], modes: Mapping[str, Tensor], alpha: Mapping[str, Tensor],
+              kinds: Mapping[str, Tensor] | None = None) -> States:
         """Stage 1: field name -> ``[B, N_f, D]`` embedded tokens."""
-        return {name: self.embeddings[name](tokens[name], modes[name], alpha[name])
+        kinds = kinds or {}
+        return {name: self.embeddings[name](tokens[name], modes[name], alpha[name], kinds.get(name))
                 for name in self.field_names}
 
     def encode(self, states: States,
@@ -114,25 +144,34 @@ class MultiFormer(nn.Module):
                     attention[f"decoder/{index}/{name}/{kind}"] = value
         return decoded, attention
 
-    def predict(self, decoded: States, modes: Mapping[str, Tensor]) -> dict[str, FieldPrediction]:
+    def predict(self, decoded: States, modes: Mapping[str, Tensor], guesses: Mapping[str, Tensor] | None = None,
+                kinds: Mapping[str, Tensor] | None = None) -> dict[str, FieldPrediction]:
         """Stage 4: the ensemble tail on each predicted field's target tokens.
 
         Args:
             decoded: predicted field name -> ``[B, N, D]``.
             modes: field name -> ``[B, L, nT, nH, nW]``.
+            guesses: field name -> ``[B, L, nT, nH, nW, D_f]`` first guesses (with a first guess).
+            kinds: field name -> ``[B, L, nT, nH, nW]`` their kinds (with a first guess).
 
         Returns:
             predicted field name -> :class:`FieldPrediction` with ``M`` = number of targets.
         """
         predictions = {}
         for name in self.predicted:
-            target = (modes[name] != VISIBLE).flatten(1)  # [B, L, nT, nH, nW] -> [B, N]
-            states = decoded[name][target]  # [M, D], row-major over (B, N)
-            predictions[name] = FieldPrediction.from_members(self.tails[name](states))
+            target = modes[name] != VISIBLE  # [B, L, nT, nH, nW]
+            states = decoded[name][target.flatten(1)]  # [M, D], row-major over (B, N)
+            if not kinds:
+                predictions[name] = FieldPrediction.from_members(self.tails[name](states))
+                continue
+            level = torch.nonzero(target, as_tuple=True)[1]  # [M]
+            guess = guesses[name][target]  # [M, D_f]
+            members, residual, scale = self.tails[name].members(states, guess, level, kinds[name][target].long())
+            predictions[name] = FieldPrediction.from_members(members, guess, scale, residual)
         return predictions
 
     def forward(self, tokens: Mapping[str, Tensor], modes: Mapping[str, Tensor], alpha: Mapping[str, Tensor],
-                return_attention: bool = False) -> ModelOutput:
+                return_attention: bool = False, coarsen_factor: int | None = None) -> ModelOutput:
         """Predict the ensemble for every target token of every predicted field.
 
         Args:
@@ -140,6 +179,8 @@ class MultiFormer(nn.Module):
             modes: field name -> ``[B, L, nT, nH, nW]`` int8 (0 visible, 1 masked, 2 noised, 3 coarsened).
             alpha: field name -> ``[B, L, nT, nH, nW, 7]`` from :func:`atmorep.data.tokens.token_alpha`.
             return_attention: use the explicit attention path and return all attention weights.
+            coarsen_factor: the block length of COARSENED tokens for the first guess (default: each
+                field's ``masking.coarsen_factor``).
 
         Returns:
             The :class:`ModelOutput`.
@@ -148,10 +189,11 @@ class MultiFormer(nn.Module):
             DataError: a field is missing or a tensor's shape does not fit the configuration.
         """
         self.check_inputs(tokens, modes, alpha)
-        encoded, attention = self.encode(self.embed(tokens, modes, alpha), return_attention)
+        guesses, kinds = self.guess(tokens, modes, coarsen_factor)
+        encoded, attention = self.encode(self.embed(guesses, modes, alpha, kinds), return_attention)
         decoded, decoder_attention = self.decode(encoded, return_attention)
         attention.update(decoder_attention)
-        return ModelOutput(fields=self.predict(decoded, modes),
+        return ModelOutput(fields=self.predict(decoded, modes, guesses, kinds),
                            attention=attention if return_attention else None)
 
     # ------------------------------------------------------------------------------------ checks
@@ -184,6 +226,11 @@ class MultiFormer(nn.Module):
         b = batch if batch is not None else (value.shape[0] if value.ndim else -1)
         levels = len(f.levels) if f.levels is not None else (value.shape[1] if value.ndim > 1 else -1)
         return (b, levels, *grid, math.prod(f.token_size))
+
+
+def _levels(field: FieldConfig) -> int:
+    """The number of levels of a field (1 where the configuration leaves them to the store)."""
+    return len(field.levels) if field.levels is not None else 1
 
 
 def check_model_config(config: RunConfig) -> None:

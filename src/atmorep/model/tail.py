@@ -1,7 +1,11 @@
 """The ensemble tail: E independent linear heads from a token's decoder state to its values.
 
 Member ``e`` of a target token with decoder state ``s`` (width D) is ``s @ W_e + b_e`` (D_f values),
-computed for all members at once as one batched product over the ``[E, D, D_f]`` weights. The tail
+computed for all members at once as one batched product over the ``[E, D, D_f]`` weights. With a
+first guess (``model.first_guess``) these outputs are the *scaled corrections*: member ``e`` is
+``guess + scale * (s @ W_e + b_e)`` (:meth:`EnsembleTail.members`), with ``scale`` the RMS of the
+guess's error for the token's level and kind of guess, estimated from training data and kept in the
+buffer ``scale [L, K]`` (saved with the weights). The tail
 runs outside autocast, in the precision of its parameters promoted to at least float32, so the
 predicted values and the losses on them keep full precision under mixed-precision training.
 """
@@ -31,10 +35,12 @@ class EnsembleTail(nn.Module):
         members: ensemble size E.
     """
 
-    def __init__(self, dim: int, values: int, members: int) -> None:
+    def __init__(self, dim: int, values: int, members: int, scales: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(members, dim, values))
         self.bias = nn.Parameter(torch.empty(members, values))
+        if scales is not None:  # (levels, kinds of first guess)
+            self.register_buffer("scale", torch.ones(scales))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -56,3 +62,21 @@ class EnsembleTail(nn.Module):
         with autocast_disabled(states.device.type):
             members = torch.einsum("md,edf->mef", states.to(dtype), self.weight.to(dtype))  # [M, E, D_f]
             return members + self.bias.to(dtype)
+
+    def members(self, states: Tensor, guess: Tensor, level: Tensor, kind: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Members as the first guess plus the scaled correction.
+
+        Args:
+            states: ``[M, D]`` decoder states of the target tokens.
+            guess: ``[M, D_f]`` their first guess.
+            level: ``[M]`` int64 level index of each token.
+            kind: ``[M]`` int64 kind of first guess of each token.
+
+        Returns:
+            The members ``[M, E, D_f]``, the scaled corrections ``[M, E, D_f]`` (what the losses
+            score) and the scale of each token ``[M, 1]``.
+        """
+        residual = self(states)  # [M, E, D_f]
+        level = level if self.scale.shape[0] > 1 else torch.zeros_like(level)  # levels left to the store
+        scale = self.scale[level, kind].to(residual.dtype)[:, None]  # [M, 1]
+        return guess.to(residual.dtype)[:, None] + scale[:, None] * residual, residual, scale

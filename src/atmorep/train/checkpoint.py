@@ -43,7 +43,7 @@ from atmorep.model.multiformer import MultiFormer, build_model
 logger = logging.getLogger(__name__)
 
 FORMAT = "atmorep-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 WEIGHTS, CONFIG, STATISTICS, META, TRAIN_STATE = (
     "model.safetensors", "config.yaml", "statistics.json", "meta.json", "train_state.pt")
 CHECKPOINT_DIR = "checkpoint"  # the latest checkpoint of a run: run_dir / CHECKPOINT_DIR
@@ -86,6 +86,18 @@ def register_migration(version: int) -> Callable[[Migration], Migration]:
         return function
 
     return register
+
+
+@register_migration(1)
+def absolute_tail(checkpoint: Checkpoint) -> Checkpoint:
+    """Version 1 predated the first guess: its tail predicts absolute values from a mask vector.
+
+    The model of such a checkpoint is the ``model.first_guess: false`` formulation, whose weights have
+    exactly the names and shapes of version 1.
+    """
+    config = dict(checkpoint.config)
+    config["model"] = {**config.get("model", {}), "first_guess": False}
+    return replace(checkpoint, config=config)
 
 
 def migrate(checkpoint: Checkpoint, where: str = "checkpoint") -> Checkpoint:

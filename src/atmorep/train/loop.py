@@ -54,6 +54,7 @@ from atmorep.train.checkpoint import CHECKPOINT_DIR, CheckpointError, find_check
 from atmorep.train.checks import check_train_config, with_levels
 from atmorep.train.metrics import MetricsLogger, ProgressBar, Throughput, flops_per_sample, peak_flops
 from atmorep.train.optimizer import build_optimizer
+from atmorep.train.residual_scales import initialise_scales
 from atmorep.train.schedule import build_scheduler
 from atmorep.train.state import DataDescription, TrainingParts, TrainingState, restore_state, save_state
 from atmorep.train.step import masking_generator, train_step
@@ -133,6 +134,7 @@ class Trainer:
         self.data = _describe_data(self.dataset, config)
         seed_everything(config.train.seed)  # identical initial weights on every rank
         model = build_model(self.config, runtime.device)
+        initialise_scales(model, self.config, self.data.statistics)  # a resumed run loads its own
         wrapped = distributed.wrap_model(model, runtime, config.train.distributed, config.train.compile)
         optim = config.train.optim
         optimizer = build_optimizer(model, optim, runtime.device)  # after sharding: FSDP replaces parameters

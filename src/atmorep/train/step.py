@@ -9,7 +9,8 @@ A step on a :class:`~atmorep.batch.Batch` (fields ``[B, L, T, H, W]``, normalise
    seeded by ``(seed, rank, step, micro-batch)`` (:func:`masking_generator`), so a resumed run
    masks exactly as an uninterrupted one;
 3. run the multiformer under the runtime's autocast (the ensemble tail switches it off itself);
-4. score the ensemble of every target token against its clean values with the configured losses,
+4. score the ensemble of every target token against its clean values with the configured losses
+   (with a first guess, the scaled corrections against ``(target - guess) / scale``),
    per-token latitude weights ``cos(latitude of the token centre)`` when ``train.latitude_weighting``,
    and per-field weights ``FieldConfig.loss_weight`` (:func:`atmorep.train.losses.combine_losses`).
 
@@ -19,7 +20,9 @@ Validation (:func:`evaluate_batch`) uses a fixed set of tasks (forecast and BERT
 with generators fixed per batch, so successive validations see identical masks. Besides the
 loss it reports, per field, the MSE of the ensemble mean and of climatology: predicting zero in
 normalised units (the per-level mean), whose MSE is ``mean(target^2)``; a model with skill has
-``mse < mse_climatology``.
+``mse < mse_climatology``; with a first guess also the MSE of the guess alone (``mse_first_guess``)
+and, for the forecast task, of persistence (the last given step of each token column,
+``mse_persistence``), so that what the network adds is visible.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from torch import Tensor, nn
 
 from atmorep.batch import Batch
 from atmorep.config import RunConfig
-from atmorep.data.masking import MaskedField, draw_task, mask_fields
+from atmorep.data.masking import VISIBLE, MaskedField, draw_task, mask_fields
 from atmorep.data.tokens import ALPHA_NAMES, tokenise_batch
 from atmorep.model.output import ModelOutput
 from atmorep.runtime import Runtime, derive_seed
@@ -90,7 +93,11 @@ def field_losses(output: ModelOutput, masked: Mapping[str, MaskedField], alpha: 
         weights = None
         if latitude_weighting and target.shape[0] > 0:
             weights = latitude_weights(alpha[name][..., LATITUDE][field.target_mask])  # [M]
-        per_field[name] = FieldLoss(prediction.members, target, weights)
+        if prediction.residual is None:
+            per_field[name] = FieldLoss(prediction.members, target, weights)
+        else:  # the scaled correction against the scaled error of the first guess
+            correction = (target.to(prediction.residual.dtype) - prediction.guess) / prediction.scale
+            per_field[name] = FieldLoss(prediction.residual, correction, weights)
     return per_field
 
 
@@ -148,9 +155,31 @@ def evaluate_batch(model: nn.Module, batch: Batch, config: RunConfig, runtime: R
         per_field = field_losses(output, masked, alpha, config.train.latitude_weighting)
         total, _ = combine_losses(per_field, config.train.losses, field_weights(config))
         metrics[f"{task}/loss"] = float(total)
-        for name, (members, target, weights) in per_field.items():
-            climatology = torch.zeros_like(target)[:, None]  # [M, 1, D]: zero in normalised units
-            metrics[f"{task}/{name}/mse"] = float(mse_mean(members, target, weights))
-            metrics[f"{task}/{name}/mse_climatology"] = float(mse_mean(climatology, target, weights))
-            metrics[f"{task}/{name}/crps"] = float(crps_fair(members, target, weights))
+        for name, (_, _, weights) in per_field.items():
+            prediction, target = output.fields[name], masked[name].targets()  # [M, E, D], [M, D]
+            references = {"climatology": torch.zeros_like(target)}  # zero in normalised units
+            if prediction.guess is not None:
+                references["first_guess"] = prediction.guess
+            if task == "forecast":
+                references["persistence"] = persistence_tokens(masked[name], config.field(name).token_size[0])
+            metrics[f"{task}/{name}/mse"] = float(mse_mean(prediction.members, target, weights))
+            for reference, values in references.items():
+                metrics[f"{task}/{name}/mse_{reference}"] = float(mse_mean(values[:, None], target, weights))
+            metrics[f"{task}/{name}/crps"] = float(crps_fair(prediction.members, target, weights))
     return metrics
+
+
+def persistence_tokens(field: MaskedField, time_token: int) -> Tensor:
+    """``[M, D]`` persistence for the target tokens of a forecast: each token column's last visible step,
+    held for every step of the target tokens.
+
+    Args:
+        field: a field masked by the forecast task (whole time tokens hidden at the end).
+        time_token: ``tt``, the steps per token.
+    """
+    tokens = field.target  # [B, L, nT, nH, nW, D]
+    visible = (field.modes == VISIBLE).all(dim=(0, 1, 3, 4))  # [nT]
+    last = int(torch.nonzero(visible).max())
+    steps = tokens[:, :, last].unflatten(-1, (time_token, -1))  # [B, L, nH, nW, tt, th*tw]
+    held = steps[..., -1:, :].expand_as(steps).flatten(-2)  # [B, L, nH, nW, D]
+    return held[:, :, None].expand_as(tokens)[field.target_mask]  # [M, D]
