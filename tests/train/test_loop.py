@@ -22,6 +22,7 @@ from atmorep.train.checks import with_levels
 from atmorep.train.cli_support import train_command
 from atmorep.train.distributed import ParallelModel
 from atmorep.train.loop import TrainingError, train
+from atmorep.train.residual_scales import initialise_scales
 from atmorep.train.schedule import lr_factor
 from atmorep.train.validation import Validator
 from tests.train.conftest import make_config, write_config
@@ -54,6 +55,7 @@ def test_training_lowers_the_validation_loss_and_beats_climatology(stores, tmp_p
     resolved = with_levels(config, dataset.levels)
     seed_everything(config.train.seed)  # the initial weights of the run
     initial = build_model(resolved)
+    initialise_scales(initial, resolved, dataset.statistics)  # as the run does: the loss's units
     validator = Validator(resolved, make_runtime("cpu", "float32"), dataset.statistics)
     before = validator.run(ParallelModel(initial, initial))
 

@@ -103,7 +103,8 @@ def _uncolumns(columns: Tensor, token_size: tuple[int, int, int]) -> Tensor:
     """Inverse of :func:`_columns`."""
     b, levels, nh, nw, t, _ = columns.shape
     _, th, tw = token_size
-    x = columns.reshape(b, levels, nh, nw, t, th, tw).permute(0, 1, 4, 2, 5, 3, 6)  # [B, L, T, nH, th, nW, tw]
+    x = columns.reshape(b, levels, nh, nw, t, th, tw)
+    x = x.permute(0, 1, 4, 2, 5, 3, 6)  # [B, L, T, nH, th, nW, tw]
     return x.reshape(b, levels, t, nh * th, nw * tw)
 
 

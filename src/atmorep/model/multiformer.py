@@ -84,7 +84,8 @@ class MultiFormer(nn.Module):
             elif isinstance(module, EnsembleTail):
                 module.reset_parameters()
             elif isinstance(module, FieldEmbedding):
-                nn.init.trunc_normal_(module.kind_tokens if module.first_guess else module.mask_token, std=0.02)
+                learned = module.kind_tokens if module.first_guess else module.mask_token
+                nn.init.trunc_normal_(learned, std=0.02)
 
     def field_modules(self, name: str) -> list[nn.Module]:
         """Every module that belongs to field ``name`` alone (for per-field parameter counts)."""
@@ -144,7 +145,8 @@ class MultiFormer(nn.Module):
                     attention[f"decoder/{index}/{name}/{kind}"] = value
         return decoded, attention
 
-    def predict(self, decoded: States, modes: Mapping[str, Tensor], guesses: Mapping[str, Tensor] | None = None,
+    def predict(self, decoded: States, modes: Mapping[str, Tensor],
+                guesses: Mapping[str, Tensor] | None = None,
                 kinds: Mapping[str, Tensor] | None = None) -> dict[str, FieldPrediction]:
         """Stage 4: the ensemble tail on each predicted field's target tokens.
 
@@ -166,7 +168,8 @@ class MultiFormer(nn.Module):
                 continue
             level = torch.nonzero(target, as_tuple=True)[1]  # [M]
             guess = guesses[name][target]  # [M, D_f]
-            members, residual, scale = self.tails[name].members(states, guess, level, kinds[name][target].long())
+            kind = kinds[name][target].long()  # [M]
+            members, residual, scale = self.tails[name].members(states, guess, level, kind)
             predictions[name] = FieldPrediction.from_members(members, guess, scale, residual)
         return predictions
 

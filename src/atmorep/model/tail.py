@@ -63,7 +63,8 @@ class EnsembleTail(nn.Module):
             members = torch.einsum("md,edf->mef", states.to(dtype), self.weight.to(dtype))  # [M, E, D_f]
             return members + self.bias.to(dtype)
 
-    def members(self, states: Tensor, guess: Tensor, level: Tensor, kind: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def members(self, states: Tensor, guess: Tensor, level: Tensor,
+                kind: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Members as the first guess plus the scaled correction.
 
         Args:

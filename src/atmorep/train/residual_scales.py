@@ -46,7 +46,7 @@ class ScaleSums:
         self.difference = {name: torch.zeros(n, 2, dtype=torch.float64) for name, n in levels.items()}
 
     def add_residual(self, name: str, target: torch.Tensor, guess: torch.Tensor, kinds: torch.Tensor) -> None:
-        """Accumulate the guess's errors of one field of one masked batch (tokens ``[B, L, nT, nH, nW, D]``)."""
+        """Accumulate the guess's errors of one field of a masked batch (tokens ``[B, L, nT, nH, nW, D]``)."""
         error = (target - guess).double().square().sum(dim=-1)  # [B, L, nT, nH, nW]
         sums = self.residual[name]
         for kind in range(len(GUESS_KINDS)):
@@ -88,7 +88,8 @@ def estimate_scales(config: RunConfig, statistics: Statistics, batches: int = SC
         for f in config.fields:
             sums.add_differences(f.name, tokens[f.name], f.token_size)
         for number, task in enumerate(tasks):
-            generator = torch.Generator().manual_seed(derive_seed(config.train.seed, SCALE_STREAM, index, number))
+            generator = torch.Generator().manual_seed(
+                derive_seed(config.train.seed, SCALE_STREAM, index, number))
             masked = mask_fields(tokens, config.fields, task, generator,
                                  forecast_tokens=config.train.forecast_tokens)
             for f in config.fields:
@@ -100,7 +101,8 @@ def estimate_scales(config: RunConfig, statistics: Statistics, batches: int = SC
 
 
 @torch.no_grad()
-def set_scales(model: nn.Module, residual: dict[str, torch.Tensor], difference: dict[str, torch.Tensor]) -> None:
+def set_scales(model: nn.Module, residual: dict[str, torch.Tensor],
+               difference: dict[str, torch.Tensor]) -> None:
     """Copy estimated scales into a model's buffers (fields the model does not predict are skipped)."""
     for name, scale in residual.items():
         model.tails[name].scale.copy_(scale.to(model.tails[name].scale))

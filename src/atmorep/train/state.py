@@ -95,7 +95,8 @@ def save_state(directory: Path, parts: TrainingParts, state: TrainingState, conf
     optimizer = distributed.optimizer_state(parts.model.module, parts.optimizer)
     generators = distributed.all_gather_objects(rng_state())
     if runtime.env.is_main:
-        parameters = sum(value.numel() for value in weights.values())
+        buffers = {name for name, _ in parts.model.module.named_buffers()}  # scales: state, not parameters
+        parameters = sum(value.numel() for name, value in weights.items() if name not in buffers)
         meta = checkpoint_meta(config, state.step, data.levels, level_kind=data.level_kind,
                                resolution=data.resolution, parameters=parameters,
                                train_stores=list(data.stores), world_size=runtime.env.world_size)
