@@ -24,22 +24,23 @@ def test_quickstart_runs_end_to_end_and_reuses_its_steps(tmp_path):
     runner = CliRunner()
     first = runner.invoke(app, ["quickstart", "--root", str(root), *REDUCED])
     assert first.exit_code == 0, first.output
-    for task in ("forecast", "interpolate"):
+    for task in ("forecast", "interpolate", "infill", "downscale"):
         assert (root / "predictions" / f"{task}.zarr" / "zarr.json").is_file()
         assert (root / "evaluation" / task / "scores.csv").is_file()
     report = (root / "evaluation" / "report.md").read_text()
-    assert "## forecast" in report and "## interpolate" in report
+    assert all(f"## {task}" in report for task in ("forecast", "interpolate", "infill", "downscale"))
     summary = pd.read_csv(root / "evaluation" / "summary.csv")
     assert set(summary["field"]) == {"t", "u", "v"}
     forecast = summary[summary["task"] == "forecast"]
     assert (forecast["lead"] == "3 h").all()  # the one-shot lead of the tiny box
     assert np.isfinite(forecast[["rmse_model", "rmse_persistence", "spread_skill"]].to_numpy()).all()
-    assert "model RMSE" in first.output and "persistence" in first.output
+    assert "x persistence (bar 0.5x)" in first.output and "x cubic (bar 1x)" in first.output
 
     again = runner.invoke(app, ["quickstart", "--root", str(root), *REDUCED])
     assert again.exit_code == 0, again.output
     assert "training finished before" in again.output
-    assert "forecast: reusing" in again.output and "interpolate: reusing" in again.output
+    tasks = ("forecast", "interpolate", "infill", "downscale")
+    assert all(f"{task}: reusing" in again.output for task in tasks)
 
 
 def test_case_times_keep_every_window_and_its_truth_inside_the_test_period(tmp_path, monkeypatch):
@@ -66,13 +67,25 @@ def test_case_times_keep_every_window_and_its_truth_inside_the_test_period(tmp_p
     assert all(t + np.timedelta64(gap.window - 1 - gap.reference, "h") <= axis[-1] for t in interpolate)
 
 
-def test_science_checks_say_whether_the_model_beats_its_reference():
-    frame = pd.DataFrame({"task": ["forecast", "forecast", "interpolate"], "lead": ["3 h", "3 h", "all"],
-                          "field": ["t", "u", "t"], "rmse_model": [0.5, 2.0, 0.1],
-                          "rmse_persistence": [1.0, 1.0, np.nan], "rmse_linear": [np.nan, np.nan, 0.2],
-                          "spread_skill": [0.9, 3.0, 1.1]})
+def test_science_checks_say_whether_the_model_meets_each_bar():
+    frame = pd.DataFrame({"task": ["forecast", "forecast", "interpolate", "infill"],
+                          "lead": ["3 h", "3 h", "all", "all"], "field": ["t", "u", "t", "t"],
+                          "rmse_model": [0.4, 2.0, 0.1, 1.0],
+                          "rmse_persistence": [1.0, 1.0, np.nan, np.nan],
+                          "rmse_trend": [0.5, 1.5, np.nan, np.nan],
+                          "rmse_linear": [np.nan, np.nan, 0.3, np.nan],
+                          "rmse_cubic": [np.nan, np.nan, 0.09, np.nan],
+                          "rmse_spatial": [np.nan, np.nan, np.nan, 2.0],
+                          "best_baseline": ["trend", "persistence", "cubic", "spatial"],
+                          "spread_skill": [0.9, 3.0, 1.1, 1.0], "blockiness": [1.0, 1.5, np.nan, 1.05]})
     lines = science_checks(frame)
-    assert len(lines) == 3
-    assert "forecast t" in lines[0] and " beats persistence" in lines[0] and " in [0.5" in lines[0]
-    assert "does NOT beat persistence" in lines[1] and "OUT of" in lines[1]
-    assert "interpolate t" in lines[2] and " beats linear" in lines[2]
+    assert len(lines) == 4
+    assert lines[0].startswith("forecast t (lead 3 h)")
+    assert "0.4x persistence (bar 0.5x) ok" in lines[0] and "0.8x trend (bar 1x) ok" in lines[0]
+    assert "spread/skill 0.9 in [0.8, 1.2] ok" in lines[0] and "blockiness 1 (bar 1.1) ok" in lines[0]
+    assert "2x persistence (bar 0.5x) MISSED" in lines[1] and "1.33x trend (bar 1x) MISSED" in lines[1]
+    assert "OUT" not in lines[1] and "spread/skill 3 in [0.8, 1.2] MISSED" in lines[1]
+    assert "blockiness 1.5 (bar 1.1) MISSED" in lines[1]
+    assert "0.333x linear (bar 0.5x) ok" in lines[2] and "1.11x cubic (bar 1x) MISSED" in lines[2]
+    assert "blockiness" not in lines[2]
+    assert "0.5x spatial (bar 1x) ok" in lines[3]

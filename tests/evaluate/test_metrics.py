@@ -344,3 +344,32 @@ def test_levels_of_the_climatology_are_matched_to_the_truth():
     extra = xr.concat([climatology, climatology.isel(level=[0]).assign_coords(level=[1000.0])], "level")
     np.testing.assert_allclose(metrics.acc(truth, truth, extra).values, 1.0, rtol=1e-12)
     assert list(metrics.acc(truth, truth, extra)["level"].values) == list(LEVELS)
+
+
+def _error_fields(blocky: bool, seed: int = 0) -> tuple[xr.DataArray, xr.DataArray]:
+    """Forecast and truth on a 16 x 32 global grid; their difference is noise, or constant in 4 x 4 blocks."""
+    rng = np.random.default_rng(seed)
+    latitude, longitude = np.linspace(-75.0, 75.0, 16), np.arange(0.0, 360.0, 11.25)
+    truth = rng.normal(size=(3, 16, 32))
+    if blocky:
+        error = np.kron(rng.normal(size=(3, 4, 8)), np.ones((4, 4)))[:, :16, :32]
+    else:
+        error = rng.normal(size=(3, 16, 32))
+    dims = ("time", "latitude", "longitude")
+    coords = {"time": np.arange(3), "latitude": latitude, "longitude": longitude}
+    forecast = xr.DataArray(truth + error, dims=dims, coords=coords)
+    return forecast, xr.DataArray(truth, dims=dims, coords=coords)
+
+
+def test_blockiness_is_one_without_seams_and_large_for_block_errors():
+    seams = {"latitude": [4, 8, 12], "longitude": list(range(0, 32, 4))}
+    smooth = metrics.blockiness(*_error_fields(False), seams, periodic=True)
+    blocks = metrics.blockiness(*_error_fields(True), seams, periodic=True)
+    assert 0.8 < float(smooth) < 1.25
+    assert float(blocks) > 100.0  # inside the blocks the error does not change at all
+    shifted = {"latitude": [2, 6, 10, 14], "longitude": list(range(2, 32, 4))}
+    assert float(metrics.blockiness(*_error_fields(True), shifted, periodic=True)) < 1e-20  # rounding only
+    mask = xr.DataArray(np.zeros((16, 32), dtype=bool), dims=("latitude", "longitude"))
+    mask[:8, :16] = True
+    masked = metrics.blockiness(*_error_fields(True), seams, periodic=True, mask=mask)
+    assert float(masked) > 100.0

@@ -14,11 +14,11 @@ from atmorep.evaluate.run import one_shot_lead, summary_markdown
 def test_summary_markdown_rounds_numbers_and_leaves_unscored_cells_empty():
     summary = pd.DataFrame({"task": ["forecast", "interpolate"], "lead": ["36 h", "all"], "field": ["t", "t"],
                             "rmse_model": [1.23456, 0.5], "rmse_persistence": [2.0, np.nan],
-                            "best_baseline": ["persistence", "linear"], "skill": [0.382716, np.nan]})
+                            "best_baseline": ["persistence", "linear"], "ratio": [0.617284, np.nan]})
     assert summary_markdown(summary).splitlines() == [
-        "| task | lead | field | rmse_model | rmse_persistence | best_baseline | skill |",
+        "| task | lead | field | rmse_model | rmse_persistence | best_baseline | ratio |",
         "| --- | --- | --- | ---: | ---: | --- | ---: |",
-        "| forecast | 36 h | t | 1.235 | 2 | persistence | 0.3827 |",
+        "| forecast | 36 h | t | 1.235 | 2 | persistence | 0.6173 |",
         "| interpolate | all | t | 0.5 |  | linear |  |",
     ]
 

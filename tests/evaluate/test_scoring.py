@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import xarray as xr
 import zarr.storage
 
+from atmorep.data.first_guess import spatial_fill
 from atmorep.data.prepare import prepare_dataset
 from atmorep.errors import DataError
 from atmorep.evaluate.scoring import Scores, read_scores, score, summary_table, write_scores
@@ -59,7 +61,8 @@ def _prediction(values: dict[str, np.ndarray], truth: xr.Dataset, times, leads, 
     head = ("time", "prediction_timedelta", "member")
     data = {"t": (head + ("level", "latitude", "longitude"), values["t"].astype(np.float32)),
             "sp": (head + ("latitude", "longitude"), values["sp"].astype(np.float32))}
-    prediction = xr.Dataset(data, coords=coords, attrs={"task": task, **attrs})
+    defaults = {"time_step_hours": 6.0, "box": [len(leads) + 2, 0, 0]}  # one given step each side of a gap
+    prediction = xr.Dataset(data, coords=coords, attrs={"task": task, **defaults, **attrs})
     return prediction.assign_coords(valid_time=prediction["time"] + prediction["prediction_timedelta"])
 
 
@@ -111,7 +114,7 @@ def test_a_perfect_regional_forecast_scores_zero_error_and_beats_the_baselines(t
     assert _rows(scores, field="sp")["level"].isna().all()
     summary = summary_table(scores)
     assert list(summary["field"]) == ["t", "sp"]
-    np.testing.assert_allclose(summary["skill"], 1.0, atol=1e-5)
+    np.testing.assert_allclose(summary["ratio"], 0.0, atol=1e-5)
     assert summary_table(scores, lead=12.0)["rmse_persistence"].notna().all()
     with pytest.raises(DataError, match="no lead time 7"):
         summary_table(scores, lead=7.0)
@@ -146,8 +149,10 @@ def test_the_linear_baseline_is_exact_for_a_field_linear_in_time(tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="atmorep.evaluate.scoring"):
         scores = score(prediction, path)
     assert "no climatology source" in caplog.text
-    assert set(scores.table["method"]) == {"model", "linear"} and "acc" not in set(scores.table["metric"])
-    np.testing.assert_allclose(_rows(scores, method="linear", metric="rmse")["value"], 0.0, atol=1e-4)
+    assert set(scores.table["method"]) == {"model", "linear", "cubic"}
+    assert "acc" not in set(scores.table["metric"])
+    for method in ("linear", "cubic"):
+        np.testing.assert_allclose(_rows(scores, method=method, metric="rmse")["value"], 0.0, atol=1e-4)
     np.testing.assert_allclose(_rows(scores, method="model", metric="bias")["value"], 0.5, atol=1e-4)
     assert scores.rank_histogram.empty  # one member: no rank histogram, no spread
     assert "spread" not in set(scores.table["metric"])
@@ -216,11 +221,12 @@ def test_masked_tasks_score_only_the_masked_points(truth, training, task):
         np.testing.assert_allclose(_rows(scores, method="model", metric=metric)["value"], 1.0, rtol=1e-5)
     np.testing.assert_allclose(_rows(scores, method="model", metric="acc")["value"], 1.0, atol=1e-6)
     weights = np.cos(np.deg2rad(LATITUDES))[:, None] * mask[:, 2]  # [I, H, W] at lead 12 h
-    error = cases["sp"][:, 2] - cases["sp"][:, 0]  # persistence from the window start
-    expected = np.sqrt((weights * error**2).sum() / weights.sum())
-    persistence = _rows(scores, method="persistence", metric="rmse", field="sp")
-    np.testing.assert_allclose(persistence.set_index("lead")["value"][12.0], expected, rtol=1e-5)
-    assert (persistence.set_index("lead")["value"][0.0]) == 0.0
+    truth = torch.from_numpy(cases["sp"][:, 2].astype(np.float64))
+    filled = spatial_fill(truth, torch.from_numpy(~mask[:, 2])).numpy()  # the hidden points from the rest
+    expected = np.sqrt((weights * (filled - cases["sp"][:, 2]) ** 2).sum() / weights.sum())
+    spatial = _rows(scores, method="spatial", metric="rmse", field="sp")
+    np.testing.assert_allclose(spatial.set_index("lead")["value"][12.0], expected, rtol=1e-5)
+    assert set(scores.table["method"]) == {"model", "spatial", "climatology"}  # nothing sees hidden truth
 
 
 @pytest.fixture
@@ -338,7 +344,7 @@ def _broken(dataset: xr.Dataset, case: str) -> xr.Dataset:
         "grid": lambda p: p.assign_coords(latitude=p["latitude"] + 1.0),
         "level": lambda p: p.assign_coords(level=[500.0, 700.0]),
         "task": lambda p: p.assign_attrs(task="nowcast"),
-        "attribute": lambda p: p.assign_attrs(task="interpolate"),
+        "attribute": lambda p: p.drop_attrs().assign_attrs(task="interpolate"),
         "mask": lambda p: p.assign_attrs(task="infill"),
     }
     return changes[case](prediction)

@@ -31,7 +31,6 @@ weights summing to one, the guess commutes with the per-level normalisation.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -40,55 +39,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from atmorep.data.masking import COARSENED, MASKED, NOISED, VISIBLE
+from atmorep.data.temporal_fit import TREND_DAMPING, temporal_weights
 from atmorep.data.tokens import tokenise, untokenise
 
 GUESS_KINDS = ("visible", "between", "trend", "spatial", "coarse", "noise")
-KIND_VISIBLE, BETWEEN, TREND, SPATIAL, COARSE, NOISE = range(len(GUESS_KINDS))
-CONTEXT_STEPS = 3  # visible steps used on each side of a hidden one
-TREND_DAMPING = 0.9  # per-step damping of the extrapolated trend
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def temporal_weights(pattern: tuple[bool, ...], context: int = CONTEXT_STEPS,
-                     damping: float = TREND_DAMPING) -> tuple[np.ndarray, np.ndarray]:
-    """The temporal guess of a grid-point column as a linear map of its values.
-
-    Args:
-        pattern: per time step, whether it is visible.
-        context: visible steps used on each side.
-        damping: per-step damping of the trend.
-
-    Returns:
-        ``R [T, T]`` float64 (the guess at step ``s`` is ``sum_t R[s, t] x[t]``; identity rows at
-        visible steps, zero rows where no step is visible) and ``kinds [T]`` int8.
-    """
-    steps = len(pattern)
-    known = np.flatnonzero(np.asarray(pattern, dtype=bool))
-    weights = np.zeros((steps, steps))
-    kinds = np.zeros(steps, dtype=np.int8)
-    for s in range(steps):
-        if pattern[s]:
-            weights[s, s] = 1.0
-            continue
-        before, after = known[known < s][-context:], known[known > s][:context]
-        if before.size and after.size:
-            points = np.concatenate([before, after])
-            degree = min(3, points.size - 1)
-            vander = np.vander((points - s).astype(np.float64), degree + 1, increasing=True)  # [n, d+1]
-            weights[s, points] = np.linalg.pinv(vander)[0]  # the fitted polynomial's value at s
-            kinds[s] = BETWEEN
-        elif before.size or after.size:
-            side = before if before.size else after
-            nearest = side[-1] if before.size else side[0]
-            weights[s, nearest] = 1.0
-            if side.size > 1:
-                offset = (side - side.mean()).astype(np.float64)
-                slope = offset / np.square(offset).sum()  # least-squares slope per step
-                distance = abs(s - nearest)
-                travelled = sum(damping ** i for i in range(1, distance + 1)) * np.sign(s - nearest)
-                weights[s, side] += travelled * slope
-            kinds[s] = TREND
-    return weights, kinds
+KIND_VISIBLE, SPATIAL, COARSE, NOISE = 0, 3, 4, 5  # BETWEEN = 1 and TREND = 2 come with the fit
 
 
 def _columns(values: Tensor, token_size: tuple[int, int, int]) -> Tensor:

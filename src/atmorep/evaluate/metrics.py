@@ -31,9 +31,9 @@ from atmorep.evaluate.climatology import (
 )
 
 __all__ = [
-    "acc", "bias", "climatology_at", "climatology_from", "crps_ensemble", "crps_fair", "ensemble_mean",
-    "latitude_weights", "mae", "power_spectrum", "rank_histogram", "reduce_dims", "rmse", "spread",
-    "spread_skill_ratio", "truth_at_valid_times", "valid_times", "weighted_mean", "weighted_sum",
+    "acc", "bias", "blockiness", "climatology_at", "climatology_from", "crps_ensemble", "crps_fair",
+    "ensemble_mean", "latitude_weights", "mae", "power_spectrum", "rank_histogram", "reduce_dims", "rmse",
+    "spread", "spread_skill_ratio", "truth_at_valid_times", "valid_times", "weighted_mean", "weighted_sum",
 ]
 
 Data = TypeVar("Data", xr.DataArray, xr.Dataset)
@@ -363,6 +363,55 @@ def power_spectrum(field: Data, dim: str = "longitude", dims: Dims = None) -> Da
     if dims is None:
         dims = tuple(d for d in ("time", "latitude", MEMBER_DIM) if d in power.dims)
     return weighted_mean(power, dims)
+
+
+def _squared_steps(error: xr.DataArray, dim: str, seams: Sequence[int], periodic: bool,
+                   mask: xr.DataArray | None) -> tuple[xr.DataArray, ...]:
+    """Sums and counts of squared differences of ``error`` between neighbours along ``dim``: across the
+    seams (a seam ``i`` lies between indices ``i - 1`` and ``i``) and elsewhere."""
+    size = error.sizes[dim]
+    after = np.arange(1, size + 1 if periodic else size)  # the second point of each pair
+    before = (after - 1) % size
+    after = after % size
+    step = error.isel({dim: after}).variable - error.isel({dim: before}).variable
+    step = xr.DataArray(step, dims=error.dims).rename({dim: "pair"})
+    valid = xr.ones_like(step, dtype=bool)
+    if mask is not None:
+        both = mask.isel({dim: after}).variable & mask.isel({dim: before}).variable
+        valid = xr.DataArray(both, dims=mask.dims).rename({dim: "pair"}).broadcast_like(step)
+    across = xr.DataArray(np.isin(after, np.asarray(seams) % size), dims="pair")
+    squared = (step**2).where(valid, 0.0)
+    counts = valid.astype(np.float64)
+    plane = [d for d in step.dims if d == "pair" or d in SPATIAL_DIMS]  # sum over the pairs of the grid
+    return tuple(value.where(side, 0.0).sum(plane)
+                 for side in (across, ~across) for value in (squared, counts))
+
+
+def blockiness(forecast: Data, truth: Data, seams: dict[str, Sequence[int]], periodic: bool = False,
+               mask: xr.DataArray | None = None, dims: Dims = None,
+               member_dim: str = MEMBER_DIM) -> Data:
+    """How much the ensemble mean's error jumps across seams (token and tile boundaries) against elsewhere.
+
+    ``mean((e_i - e_{i-1})^2 over neighbour pairs across a seam) / mean(... over the other pairs)`` of the
+    error ``e = mean - truth``, pooled over latitude and longitude pairs and over ``dims`` (default
+    ``time``): 1.0 for an error without seams, above 1 where blocks show. Unweighted means.
+
+    Args:
+        forecast: with or without ``member_dim``.
+        truth: at the forecast's coordinates.
+        seams: per spatial dim (``latitude``, ``longitude``), the indices ``i`` of the seams between
+            points ``i - 1`` and ``i``.
+        periodic: longitude wraps around (a global grid): the pair (last, first) is a neighbour pair.
+        mask: only pairs of two points inside the mask count (masked tasks).
+    """
+    _aligned(forecast, truth)
+    error = ensemble_mean(forecast, member_dim) - truth
+    reduced = tuple(d for d in reduce_dims(error, dims) if d not in SPATIAL_DIMS)
+    parts = [_squared_steps(error, dim, seams.get(dim, ()), periodic and dim == "longitude", mask)
+             for dim in SPATIAL_DIMS]
+    across, n_across, inside, n_inside = (sum(part[k] for part in parts).sum(reduced) for k in range(4))
+    # across / n_across is the mean across the seams, inside / n_inside the mean elsewhere
+    return (across / n_across) / (inside / n_inside)
 
 
 def truth_at_valid_times(truth: Data, forecast: xr.DataArray | xr.Dataset) -> Data:

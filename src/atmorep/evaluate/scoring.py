@@ -3,9 +3,10 @@
 :func:`score` reads a prediction store (the WeatherBench-2 layout written by ``atmorep infer``: dims
 ``time, prediction_timedelta, member, [level], latitude, longitude`` and the global attribute
 ``task``), selects the truth at its valid times from a prepared store and scores the model and the
-baselines of its task (:mod:`atmorep.evaluate.task_baselines`): persistence and climatology for
-forecast, infill and reconstruct, linear interpolation in time and climatology for interpolate,
-bilinear and bicubic upsampling of the coarsened truth for downscale. A downscaling grid whose size
+baselines of its task (:mod:`atmorep.evaluate.task_baselines`): persistence, the trend, the
+model's first-guess rule and climatology for forecast; linear and cubic interpolation in time and
+climatology for interpolate; a spatial fill and climatology for infill and reconstruct; bilinear
+and bicubic upsampling of the coarsened truth for downscale. A downscaling grid whose size
 is not a multiple of ``coarsen_factor`` is cropped at its northern and eastern ends to the largest
 multiple, for all methods alike; infill and reconstruct are scored only where ``target_mask`` is
 True.
@@ -47,7 +48,15 @@ from atmorep.errors import DataError
 from atmorep.evaluate import metrics
 from atmorep.evaluate.climatology_source import at_cases, climatologies
 from atmorep.evaluate.metrics import SPATIAL_DIMS as SPATIAL
-from atmorep.evaluate.task_baselines import BASELINES, BUILDERS, REQUIRED_ATTRS, Context, needed_times
+from atmorep.evaluate.task_baselines import (
+    BASELINES,
+    BUILDERS,
+    HISTORY,
+    REQUIRED_ATTRS,
+    Context,
+    baseline_times,
+    needed_times,
+)
 from atmorep.evaluate.truth import LazyStore, case_valid_times, select_cases
 from atmorep.infer.writer import MASK, open_prediction
 from atmorep.io import atomic_write_text
@@ -65,7 +74,7 @@ FILES = {"table": "scores.csv", "rank_histogram": "rank_histogram.csv", "spectra
 RECORDS = "scores.json"
 TEXT_COLUMNS = {"task": str, "field": str, "method": str, "metric": str}
 FLOAT_COLUMNS = {"level": np.float64, "lead": np.float64}
-SUMMARY_METRICS = ("acc", "crps", "spread_skill")  # the model's, next to the RMSEs
+SUMMARY_METRICS = ("acc", "crps", "spread_skill", "blockiness")  # the model's, next to the RMSEs
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,6 +152,19 @@ def _spectra(model: xr.DataArray, truth: xr.DataArray, mask: xr.DataArray | None
     return {MODEL: metrics.power_spectrum(field), "truth": metrics.power_spectrum(truth)}
 
 
+def _available(store: LazyStore, attrs: dict, times: np.ndarray, leads: np.ndarray) -> tuple[str, ...]:
+    """The task's baselines, without those that need steps the truth store does not hold (warned)."""
+    methods = []
+    for method in BASELINES[attrs["task"]]:
+        needed = baseline_times(method, times, leads, attrs)
+        if method in HISTORY and not all(store.holds(wanted) for wanted in needed.values()):
+            logger.warning("truth store '%s' lacks the %s the %s baseline needs: left out", store.path,
+                           next(iter(needed)), method)
+            continue
+        methods.append(method)
+    return tuple(methods)
+
+
 def _score_field(store: LazyStore, field: str, model: xr.DataArray, mask: xr.DataArray | None,
                  climatology: xr.DataArray | None, attrs: dict):
     """Lazy scores ``{(method, metric): [P, (L)]}``, rank frequencies and spectra of one field.
@@ -150,14 +172,20 @@ def _score_field(store: LazyStore, field: str, model: xr.DataArray, mask: xr.Dat
     The truth is read once at every time the cases and the task's baselines need.
     """
     times, leads = model["time"].values, model["prediction_timedelta"].values
-    wanted = {"valid time": case_valid_times(model), **needed_times(attrs["task"], times, leads, attrs)}
+    methods = _available(store, attrs, times, leads)
+    wanted = {"valid time": case_valid_times(model),
+              **needed_times(attrs["task"], times, leads, attrs, methods)}
     known = store.read_once(field, wanted, model, chunk=leads.size)  # (T', [L], H, W)
     truth = select_cases(known, model)  # (time, prediction_timedelta, [L], H, W)
     climatology = None if climatology is None else at_cases(climatology, truth)  # at the truth's coords
-    context = Context(field, truth, known, climatology, attrs)
+    context = Context(field, truth, known, climatology, attrs, mask)
     model_scores = _deterministic(model, truth, climatology, mask) | _ensemble(model, truth, mask)
+    if "seams_latitude" in attrs:
+        seams = {axis: list(attrs[f"seams_{axis}"]) for axis in SPATIAL}
+        periodic = bool(attrs.get("periodic"))
+        model_scores["blockiness"] = metrics.blockiness(model, truth, seams, periodic, mask)
     scores = {(MODEL, metric): value for metric, value in model_scores.items()}
-    for method in BASELINES[attrs["task"]]:
+    for method in methods:
         baseline = BUILDERS[method](context)
         if baseline is None:
             continue
@@ -354,15 +382,15 @@ def _at_lead(table: pd.DataFrame, lead: float | None) -> pd.DataFrame:
 
 
 def summary_table(scores: Scores, lead: float | None = None) -> pd.DataFrame:
-    """One row per field: the model's and each baseline's RMSE, the skill and the ensemble scores.
+    """One row per field: the model's and each baseline's RMSE, the ratio to the best and the ensemble scores.
 
     Scores are means over levels and, by default, over all lead times (one number per field that
     weighs every predicted step alike, for every task); ``lead`` (hours) picks one lead time.
 
     Returns:
         Columns field, ``rmse_model``, ``rmse_<baseline>`` for each baseline, best_baseline (lowest
-        RMSE), skill (``1 - rmse_model / rmse_best``), and the model's acc, crps and spread_skill
-        (NaN where not scored).
+        RMSE), ratio (``rmse_model / rmse_best``: below 1 where the model beats every baseline), and
+        the model's acc, crps, spread_skill and blockiness (NaN where not scored).
     """
     table = _at_lead(scores.table, lead)
     means = table.groupby(["field", "method", "metric"], sort=False)["value"].mean()
@@ -376,7 +404,7 @@ def summary_table(scores: Scores, lead: float | None = None) -> pd.DataFrame:
         best = min(references, key=references.get) if references else None
         row["best_baseline"] = best
         reference = references[best] if best else np.nan
-        row["skill"] = 1.0 - rmse.get(MODEL, np.nan) / reference if reference > 0 else np.nan  # NaN: no scale
+        row["ratio"] = rmse.get(MODEL, np.nan) / reference if reference > 0 else np.nan  # NaN: no scale
         row |= {metric: means.get((field, MODEL, metric), np.nan) for metric in SUMMARY_METRICS}
         rows.append(row)
     return pd.DataFrame(rows)

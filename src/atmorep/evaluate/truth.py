@@ -71,6 +71,11 @@ class LazyStore:
             raise DataError(f"{self.what} '{self.path}' has no dim 'time' (dims {list(self.dataset.dims)})")
         return pd.DatetimeIndex(self.dataset["time"].values).as_unit("ns")
 
+    def holds(self, times: np.ndarray) -> bool:
+        """Whether the store has data at every one of ``times``."""
+        wanted = pd.DatetimeIndex(np.asarray(times).ravel()).as_unit("ns")
+        return bool((self.time.get_indexer(wanted) >= 0).all())
+
     def positions(self, times: np.ndarray, what: str) -> np.ndarray:
         """Indices of ``times`` along the store's time axis; DataError naming the first missing one."""
         times = pd.DatetimeIndex(np.asarray(times).ravel()).as_unit("ns")

@@ -32,7 +32,7 @@ from atmorep.infer.predictor import BoxPredictor, coarsen_points, token_modes
 from atmorep.infer.request import InferencePlan, InferenceRequest, check_request, plan_inference
 from atmorep.infer.rollout import rollout
 from atmorep.infer.tasks import region_points, target_points
-from atmorep.infer.tiling import extract, run_tiled
+from atmorep.infer.tiling import TilePlan, extract, run_tiled
 from atmorep.infer.writer import PredictionLayout, PredictionWriter
 from atmorep.runtime import derive_seed
 
@@ -215,6 +215,22 @@ class DomainRunner:
         return result
 
 
+def seam_attrs(tiles: TilePlan, config) -> dict:
+    """Where token and tile boundaries lie on the domain (attributes ``seams_latitude`` and
+    ``seams_longitude``: indices ``i`` of boundaries between points ``i - 1`` and ``i``, ``periodic``),
+    so that evaluation can measure blockiness."""
+    result = {"periodic": bool(tiles.periodic)}
+    axes = {"latitude": (0, tiles.latitude_origins), "longitude": (1, tiles.longitude_origins)}
+    for axis, (index, origins) in axes.items():
+        size, box = tiles.grid_shape[index], tiles.box[index]
+        sizes = {f.token_size[1 + index] for f in config.fields}
+        seams = {(origin + k * token) % size for origin in origins for token in sizes
+                 for k in range(box // token + 1)}
+        periodic = tiles.periodic and axis == "longitude"
+        result[f"seams_{axis}"] = sorted(int(i) for i in seams if periodic or 0 < i < size)
+    return result
+
+
 def prediction_layout(runner: DomainRunner, request: InferenceRequest, plan: InferencePlan,
                       meta: dict) -> PredictionLayout:
     """The output store's layout and attributes of a run."""
@@ -227,6 +243,7 @@ def prediction_layout(runner: DomainRunner, request: InferenceRequest, plan: Inf
         "tile_overlap": list(plan.tiles.overlap), "batch_size": int(request.batch_size),
         "config": json.dumps(predictor.config.model_dump(mode="json")),
     }
+    attrs |= seam_attrs(plan.tiles, predictor.config)
     if request.task == "downscale":
         attrs["coarsen_factor"] = int(runner.factor)
     if request.task == "infill":
