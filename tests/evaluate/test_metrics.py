@@ -373,3 +373,13 @@ def test_blockiness_is_one_without_seams_and_large_for_block_errors():
     mask[:8, :16] = True
     masked = metrics.blockiness(*_error_fields(True), seams, periodic=True, mask=mask)
     assert float(masked) > 100.0
+
+
+def test_blockiness_keeps_the_coordinates_of_the_dims_it_does_not_reduce():
+    forecast, truth = _error_fields(True)
+    leads = np.array([1, 2, 3], dtype="timedelta64[h]").astype("timedelta64[ns]")
+    forecast, truth = (a.rename(time="prediction_timedelta").assign_coords(prediction_timedelta=leads)
+                       for a in (forecast, truth))
+    result = metrics.blockiness(forecast, truth, {"latitude": [4], "longitude": [4]}, dims=())
+    assert result.dims == ("prediction_timedelta",)
+    np.testing.assert_array_equal(result["prediction_timedelta"].values, leads)

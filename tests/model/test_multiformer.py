@@ -192,3 +192,31 @@ def test_bad_inputs_raise_data_error(config, inputs) -> None:
 def test_bad_model_config_raises_config_error() -> None:
     with pytest.raises(ConfigError, match="model.dim"):
         build_model(make_config(dim=66, heads=4), device="meta")
+
+
+def test_a_tail_that_outputs_zero_returns_exactly_the_first_guess(config) -> None:
+    model = _model(config)
+    tokens, modes, alpha = make_inputs(config, dtype=torch.float64)
+    with torch.no_grad():
+        for tail in model.tails.values():
+            tail.weight.zero_()
+            tail.bias.zero_()
+        output = model(tokens, modes, alpha)
+        guesses, _ = model.guess(tokens, modes)
+    for name, prediction in output.fields.items():
+        target = modes[name] != VISIBLE
+        expected = guesses[name][target][:, None].expand_as(prediction.members)
+        assert torch.equal(prediction.members, expected)
+        assert torch.equal(prediction.spread, torch.zeros_like(prediction.spread))
+
+
+def test_the_first_guess_reads_only_what_is_given(config) -> None:
+    """Hidden values (NaN here) never reach the prediction: masked tokens enter as their first guess."""
+    model = _model(config)
+    tokens, modes, alpha = make_inputs(config, dtype=torch.float64)
+    poisoned = {name: torch.where((modes[name] == 1)[..., None], torch.nan, value)
+                for name, value in tokens.items()}
+    with torch.no_grad():
+        clean, dirty = model(tokens, modes, alpha), model(poisoned, modes, alpha)
+    for name in clean.fields:
+        torch.testing.assert_close(clean.fields[name].members, dirty.fields[name].members, rtol=0, atol=0)

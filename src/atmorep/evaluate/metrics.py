@@ -411,7 +411,8 @@ def blockiness(forecast: Data, truth: Data, seams: dict[str, Sequence[int]], per
              for dim in SPATIAL_DIMS]
     across, n_across, inside, n_inside = (sum(part[k] for part in parts).sum(reduced) for k in range(4))
     # across / n_across is the mean across the seams, inside / n_inside the mean elsewhere
-    return (across / n_across) / (inside / n_inside)
+    ratio = (across / n_across) / (inside / n_inside)
+    return ratio.assign_coords({d: error[d] for d in ratio.dims if d in error.coords})
 
 
 def truth_at_valid_times(truth: Data, forecast: xr.DataArray | xr.Dataset) -> Data:

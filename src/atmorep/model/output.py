@@ -18,8 +18,8 @@ class FieldPrediction:
         members: ``[M, E, D_f]`` the E ensemble members.
         mean: ``[M, D_f]`` the ensemble mean.
         spread: ``[M, D_f]`` the ensemble standard deviation with divisor E
-            (``unbiased=False``, zero for one member); losses that want the unbiased estimate
-            compute it from ``members``.
+            (``unbiased=False``, zero for one member), computed when first asked for (training
+            never needs it); losses that want the unbiased estimate compute it from ``members``.
         guess: ``[M, D_f]`` the first guess of the targets (None without a first guess).
         scale: ``[M, 1]`` the scale of each target's correction (None without a first guess).
         residual: ``[M, E, D_f]`` the scaled corrections ``(members - guess) / scale`` as the tail
@@ -28,7 +28,6 @@ class FieldPrediction:
 
     members: Tensor
     mean: Tensor
-    spread: Tensor
     guess: Tensor | None = None
     scale: Tensor | None = None
     residual: Tensor | None = None
@@ -37,8 +36,11 @@ class FieldPrediction:
     def from_members(cls, members: Tensor, guess: Tensor | None = None, scale: Tensor | None = None,
                      residual: Tensor | None = None) -> FieldPrediction:
         """Mean and spread (divisor E) of ``members [M, E, D_f]``."""
-        return cls(members=members, mean=members.mean(dim=1), spread=members.std(dim=1, unbiased=False),
-                   guess=guess, scale=scale, residual=residual)
+        return cls(members=members, mean=members.mean(dim=1), guess=guess, scale=scale, residual=residual)
+
+    @property
+    def spread(self) -> Tensor:
+        return self.members.std(dim=1, unbiased=False)
 
 
 @dataclass(frozen=True)
