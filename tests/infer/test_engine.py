@@ -23,9 +23,10 @@ from torch import Tensor
 from atmorep.batch import BatchMetadata
 from atmorep.data.masking import COARSENED, MASKED, VISIBLE
 from atmorep.errors import AtmorepError, DataError
-from atmorep.infer.engine import infer
+from atmorep.infer.engine import infer, seam_attrs
 from atmorep.infer.predictor import BoxPredictor, coarsen_points, token_modes
 from atmorep.infer.tasks import region_points
+from atmorep.infer.tiling import TilePlan
 from atmorep.infer.writer import open_prediction
 from atmorep.io import temporary_sibling
 from tests.infer.conftest import FIELDS, NAN_FROM, hours, store_time
@@ -54,7 +55,7 @@ class FakePredictor(BoxPredictor):
         raise NotImplementedError
 
     def predict(self, inputs: Mapping[str, Tensor], modes: Mapping[str, Tensor],
-                metadata: BatchMetadata) -> dict[str, Tensor]:
+                metadata: BatchMetadata, coarsen_factor: int | None = None) -> dict[str, Tensor]:
         result = {}
         for f in self.fields:
             if f.predicted:
@@ -390,3 +391,16 @@ def test_region_points_across_the_date_line():
     assert region_points(latitude, longitude, (-5.0, 5.0, 100.0, 120.0)).sum() == 3  # one row, 3 columns
     with pytest.raises(DataError, match="lat_min"):
         region_points(latitude, longitude, (10.0, -10.0, 0.0, 20.0))
+
+
+def test_seams_are_the_token_and_tile_boundaries_of_the_domain(predictor):
+    config = predictor.config
+    th, tw = config.fields[0].token_size[1:]
+    _, h, w = config.data.box.shape
+    plan = TilePlan.for_shape((2 * h, 3 * w), (h, w), 0.0, periodic=True)
+    attrs = seam_attrs(plan, config)
+    assert attrs["periodic"] is True
+    assert attrs["seams_latitude"] == list(range(th, 2 * h, th))  # interior boundaries only
+    assert attrs["seams_longitude"] == list(range(0, 3 * w, tw))  # the 0/360 seam counts on a globe
+    regional = seam_attrs(TilePlan.for_shape((2 * h, 3 * w), (h, w), 0.0, periodic=False), config)
+    assert regional["periodic"] is False and regional["seams_longitude"] == list(range(tw, 3 * w, tw))
