@@ -18,8 +18,8 @@ infill, reconstruct       spatial (each hidden point filled from the given point
                           and level, :func:`atmorep.data.first_guess.spatial_fill`, the model's
                           first guess of whole hidden columns), climatology
 downscale                 bilinear, bicubic (the truth coarsened by ``coarsen_factor`` with
-                          :func:`atmorep.evaluate.baselines.coarsen` and upsampled back; bilinear
-                          is the model's first guess)
+                          :func:`atmorep.evaluate.baselines.coarsen` and upsampled back; the
+                          model's first guess is bicubic within each box)
 ========================  ==========================================================================
 
 The temporal baselines read the steps the model's box gives next to the predicted ones: a forecast
