@@ -354,7 +354,7 @@ def _broken(dataset: xr.Dataset, case: str) -> xr.Dataset:
     ("time", "truth.zarr' has no data at valid time 2021-03-07 00:00"),
     ("field", "truth.zarr' has no field 'msl'"),
     ("grid", "truth.zarr' has no latitude"), ("level", "truth.zarr' has no level \\[700.0\\]"),
-    ("task", "task attribute 'nowcast'"), ("attribute", "lacks \\['time_step_hours'\\]"),
+    ("task", "task attribute 'nowcast'"), ("attribute", "lacks \\['time_step_hours', 'box'\\]"),
     ("mask", "lacks 'target_mask'"),
 ])
 def test_bad_predictions_raise_data_errors_that_name_the_problem(truth, case, message):

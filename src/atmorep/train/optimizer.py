@@ -17,6 +17,7 @@ from atmorep.config import OptimConfig
 logger = logging.getLogger(__name__)
 
 _NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.RMSNorm)
+_TABLES = ("kind_tokens",)  # learned vectors looked up by index, embedding tables in all but type
 
 
 def no_decay_names(model: nn.Module) -> set[str]:
@@ -25,7 +26,8 @@ def no_decay_names(model: nn.Module) -> set[str]:
     for module_name, module in model.named_modules():
         for name, parameter in module.named_parameters(recurse=False):
             full = f"{module_name}.{name}" if module_name else name
-            if isinstance(module, _NO_DECAY_MODULES) or parameter.ndim < 2 or name.endswith("bias"):
+            if (isinstance(module, _NO_DECAY_MODULES) or parameter.ndim < 2 or name.endswith("bias")
+                    or name in _TABLES):
                 names.add(full)
     return names
 
