@@ -55,7 +55,8 @@ def test_evaluate_writes_tables_summary_and_report(predictions, truth_store):
     assert list(summary["task"].unique()) == ["forecast", "interpolate"]
     assert set(summary["field"]) == {"t", "u"}
     assert (out / "forecast" / "scores.csv").is_file() and (out / "report.md").is_file()
-    assert "persistence" in result.output and "linear" in result.output
+    assert {"rmse_persistence", "rmse_trend", "rmse_linear", "rmse_cubic"} <= set(summary.columns)
+    assert "RMSE of the model and the baselines" in " ".join(result.output.split())
 
 
 @pytest.mark.parametrize("args, words", [
