@@ -174,17 +174,27 @@ def first_guess(inputs: Tensor, modes: Tensor, token_size: tuple[int, int, int],
     values = untokenise(work, token_size)  # [B, L, T, H, W]
     visible = modes == VISIBLE
     masked = modes == MASKED
-    temporal, kinds = temporal_guess(values, visible, token_size, damping)
-    kinds = torch.where(masked, kinds, KIND_VISIBLE).to(torch.int8)
+    kinds = torch.full_like(modes, KIND_VISIBLE, dtype=torch.int8)
+    guess = values
+    if not bool(masked.any()):  # coarsened or noised targets only: no temporal or spatial guess
+        return _guess_corrupted(guess, kinds, modes, token_size, coarsen_factor, inputs.dtype)
+    temporal, fitted = temporal_guess(values, visible, token_size, damping)
+    kinds = torch.where(masked, fitted, KIND_VISIBLE).to(torch.int8)
     timed = masked & (kinds != KIND_VISIBLE)
-    known = _points(visible | timed, token_size)  # points with a value or a temporal guess
     guess = torch.where(_points(timed, token_size), temporal, values)
     lonely = masked & ~timed  # whole column hidden
     if bool(lonely.any()):
-        b, levels, t, h, w = guess.shape
+        known = _points(visible | timed, token_size)  # points with a value or a temporal guess
+        h, w = guess.shape[-2:]
         filled = spatial_fill(guess.reshape(-1, h, w), known.reshape(-1, h, w)).reshape(guess.shape)
         guess = torch.where(_points(lonely, token_size), filled, guess)
         kinds = torch.where(lonely, SPATIAL, kinds).to(torch.int8)
+    return _guess_corrupted(guess, kinds, modes, token_size, coarsen_factor, inputs.dtype)
+
+
+def _guess_corrupted(guess: Tensor, kinds: Tensor, modes: Tensor, token_size: tuple[int, int, int],
+                     coarsen_factor: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Add the guesses of COARSENED and NOISED tokens to ``guess [B, L, T, H, W]`` and ``kinds``; tokenise."""
     coarse = modes == COARSENED
     if bool(coarse.any()):
         _, th, tw = token_size
@@ -194,7 +204,7 @@ def first_guess(inputs: Tensor, modes: Tensor, token_size: tuple[int, int, int],
             guess = torch.where(_points(coarse, token_size), upsampled, guess)
         kinds = torch.where(coarse, COARSE, kinds).to(torch.int8)
     kinds = torch.where(modes == NOISED, NOISE, kinds).to(torch.int8)
-    return tokenise(guess, token_size).to(inputs.dtype), kinds
+    return tokenise(guess, token_size).to(dtype), kinds
 
 
 def time_differences(tokens: Tensor, token_size: tuple[int, int, int]) -> Tensor:
