@@ -99,6 +99,27 @@ def _floats(text: str | None, name: str) -> list[float] | None:
         raise AtmorepError(f"--{name} must be comma-separated numbers, got '{text}'") from None
 
 
+def _pairs(items: list[str] | None, name: str) -> dict[str, str]:
+    """``["a=b", ...]`` of a repeatable option -> ``{"a": "b", ...}``."""
+    pairs = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise AtmorepError(f"--{name} must be KEY=VALUE, got '{item}'")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _grib_value(text: str) -> str | int | float:
+    """A GRIB key's value as cfgrib compares it: numbers as numbers."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 # ------------------------------------------------------------------------------------------- data
 
 
@@ -153,6 +174,17 @@ def data_prepare(
     chunk_fraction: Annotated[int, typer.Option(help="Chunks are box / fraction along each axis.")] = 2,
     local_statistics: Annotated[bool, typer.Option(help="Also per-month local statistics.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output store.")] = False,
+    filter_keys: Annotated[list[str] | None, typer.Option(
+        "--filter", help="GRIB only: keep messages with KEY=VALUE, e.g. typeOfLevel=isobaricInhPa "
+        "(repeatable).")] = None,
+    rename: Annotated[list[str] | None, typer.Option(
+        help="Rename a variable or dimension of the sources first, OLD=NEW (repeatable).")] = None,
+    time_dim: Annotated[str | None, typer.Option(
+        help="The time dimension, when it is not named time or valid_time.")] = None,
+    time_units: Annotated[str | None, typer.Option(
+        help="Units of a time axis holding plain numbers, e.g. 'hours since 1940-01-01'.")] = None,
+    transform: Annotated[list[str] | None, typer.Option(
+        help="Store a field transformed, FIELD=log1p[:SCALE], e.g. tp=log1p (repeatable).")] = None,
 ) -> None:
     """Prepare a store chunked for box sampling, with normalisation statistics: SRC... OUT."""
     from atmorep.data.prepare import prepare
@@ -175,6 +207,11 @@ def data_prepare(
         chunk_fraction=chunk_fraction,
         local_statistics=local_statistics,
         overwrite=overwrite,
+        filters={key: _grib_value(value) for key, value in _pairs(filter_keys, "filter").items()},
+        rename=_pairs(rename, "rename"),
+        time_dim=time_dim,
+        time_units=time_units,
+        transforms=_pairs(transform, "transform"),
     )
     console.print(f"prepared store written to [bold]{path}[/]")
     from atmorep.data.describe import describe_store

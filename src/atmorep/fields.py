@@ -57,6 +57,8 @@ FIELD_SPECS: dict[str, FieldSpec] = {
         FieldSpec("tp", "total_precipitation", "precipitation_amount", "m", surface=True),
         FieldSpec("sp", "surface_pressure", "surface_air_pressure", "Pa", surface=True),
         FieldSpec("t2m", "2m_temperature", "air_temperature", "K", surface=True),
+        FieldSpec("u10", "10m_u_component_of_wind", "eastward_wind", "m s-1", surface=True),
+        FieldSpec("v10", "10m_v_component_of_wind", "northward_wind", "m s-1", surface=True),
         FieldSpec("msl", "mean_sea_level_pressure", "air_pressure_at_mean_sea_level", "Pa", surface=True),
     )
 }
@@ -65,8 +67,8 @@ FIELD_SPECS: dict[str, FieldSpec] = {
 _EXTRA_ALIASES: dict[str, str] = {
     "2t": "t2m",
     "temperature_2m": "t2m",
-    "10m_u_component_of_wind": "u10",
-    "10m_v_component_of_wind": "v10",
+    "10u": "u10",
+    "10v": "v10",
     "relative_vorticity": "vo",
     "total_precipitation_6hr": "tp",
     "specific_humidity_q": "q",

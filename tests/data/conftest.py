@@ -109,6 +109,27 @@ def cfgrib_layout(ref: xr.Dataset) -> xr.Dataset:
     return out.assign_coords(valid_time=out.time + out.step)
 
 
+def cfgrib_netcdf_layout(ref: xr.Dataset, step_units: str | None = "hours") -> xr.Dataset:
+    """A cfgrib dataset converted to netCDF by other tools: ``step`` as plain numbers in ``step_units``
+    (no units attribute when None: the GRIB default, hours), no xarray timedelta marker."""
+    ds = cfgrib_layout(ref)
+    per_unit = {"hours": 1.0, "minutes": 60.0, "seconds": 3600.0, "days": 1 / 24, None: 1.0}[step_units]
+    hours = ds.step.values / np.timedelta64(1, "h")
+    attrs = {"long_name": "time since forecast_reference_time", "standard_name": "forecast_period"}
+    if step_units is not None:
+        attrs["units"] = step_units
+    ds = ds.assign_coords(step=("step", hours * per_unit, attrs))
+    return ds.assign_coords(valid_time=(("time", "step"), ds.valid_time.values))
+
+
+def time_index_layout(ref: xr.Dataset) -> xr.Dataset:
+    """A cloud sample zarr: time as an integer dimension ``time_index`` of hours since 1940-01-01,
+    stated in a free-text attribute (not CF units)."""
+    hours = ((ref.time.values - np.datetime64("1940-01-01")) / np.timedelta64(1, "h")).astype(np.int64)
+    ds = _strip(ref).rename(time="time_index")
+    return ds.assign_coords(time_index=("time_index", hours, {"description": "hours since 1940-01-01"}))
+
+
 def plev_pa_layout(ref: xr.Dataset) -> xr.Dataset:
     """CMIP-like: ``plev`` in Pa, CF standard names on variables with other names."""
     ds = _strip(ref).rename(t="ta", u="ua", tp="pr_amount", level="plev")
@@ -126,6 +147,7 @@ def number_layout(ref_members: xr.Dataset) -> xr.Dataset:
 LAYOUTS: dict[str, Callable[[xr.Dataset], xr.Dataset]] = {
     "internal": lambda ref: ref, "wb2": wb2_layout, "flipped": flipped_layout, "lon180": lon180_layout,
     "cds": cds_layout, "cfgrib": cfgrib_layout, "plev_pa": plev_pa_layout,
+    "cfgrib_netcdf": cfgrib_netcdf_layout,
 }
 
 

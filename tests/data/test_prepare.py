@@ -225,10 +225,22 @@ def test_overwrite_replaces_the_store(tmp_path):
     assert np.array_equal(xr.open_zarr(out)["u"].values, other["u"].values)
 
 
-@pytest.mark.parametrize("box", [(49, 8, 16), (12, 20, 16), (12, 8, 37)])
-def test_box_that_does_not_fit_is_an_error(tmp_path, store_source, box):
-    with pytest.raises(DataError, match="does not fit"):
-        prepare_dataset(store_source, tmp_path / "store.zarr", box=box)
+@pytest.mark.parametrize("box", [(49, 8, 16), (12, 20, 16), (12, 8, 37), (36, 54, 108)])
+def test_data_smaller_than_the_box_prepare_with_a_warning(tmp_path, store_source, box, caplog):
+    """Preparing is not sampling: a short file prepares, chunked whole along the short axes."""
+    out = prepare_dataset(store_source, tmp_path / "store.zarr", box=box)
+    assert "is larger than the data" in caplog.text
+    written = xr.open_zarr(out)
+    assert np.array_equal(written["t"].values, store_source["t"].values)
+    grid = (store_source.sizes["time"], store_source.sizes["latitude"], store_source.sizes["longitude"])
+    time_chunk, _, lat_chunk, lon_chunk = written["t"].encoding["chunks"]
+    assert (time_chunk, lat_chunk, lon_chunk) == chunk_shape(box, grid)
+
+
+def test_irregular_times_are_an_error(tmp_path, store_source):
+    gappy = store_source.isel(time=[*range(10), *range(12, 48)])
+    with pytest.raises(DataError, match=r"irregular time steps at index 10 .*typical step is 1 h"):
+        prepare_dataset(gappy, tmp_path / "store.zarr", box=STORE_BOX)
     assert not (tmp_path / "store.zarr").exists()
 
 

@@ -54,7 +54,7 @@ WRITERS = {
 
 
 @pytest.mark.filterwarnings("ignore:The data type")  # zarr v3: string coordinate 'expver' of the CDS layout
-@pytest.mark.parametrize("layout", ["internal", "wb2", "cds", "cfgrib", "lon180"])
+@pytest.mark.parametrize("layout", ["internal", "wb2", "cds", "cfgrib", "cfgrib_netcdf", "lon180"])
 @pytest.mark.parametrize("writer", sorted(WRITERS))
 def test_round_trip(writer, layout, reference, tmp_path):
     path = WRITERS[writer](LAYOUTS[layout](reference), tmp_path)

@@ -45,12 +45,14 @@ Other coordinates (``step``, ``expver``, scalar ``surface``...) and on-disk enco
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Literal
 
 import numpy as np
 import xarray as xr
 
+from atmorep.data.grids import LATITUDE_NAMES, LONGITUDE_NAMES, check_grid
+from atmorep.data.time_axis import TIME_NAMES, TIME_OPTIONS, name_time, standardise_time
 from atmorep.errors import DataError
 from atmorep.fields import FIELD_SPECS, LevelKind, canonical_field_name
 
@@ -58,9 +60,6 @@ logger = logging.getLogger(__name__)
 
 Member = int | Literal["all"] | None
 
-TIME_NAMES = ("time", "valid_time")
-LATITUDE_NAMES = ("latitude", "lat")
-LONGITUDE_NAMES = ("longitude", "lon")
 MEMBER_NAMES = ("member", "number", "realization")
 # level coordinate name -> kind (None: decided from the values)
 LEVEL_NAMES: dict[str, LevelKind | None] = {
@@ -78,8 +77,8 @@ INTERNAL_DIMS = ("member", "time", "level", "latitude", "longitude")
 EXPECTED_DIMS = ("(time, [level,] latitude, longitude), named time/valid_time, a level name "
                  f"({'/'.join(LEVEL_NAMES)}), latitude/lat, longitude/lon")
 _KNOWN_DIMS = {*TIME_NAMES, "step", *LEVEL_NAMES, *LATITUDE_NAMES, *LONGITUDE_NAMES, *MEMBER_NAMES}
-_HINTS = {"values": " (a reduced Gaussian grid: interpolate it to a regular grid first)",
-          "expver": " (ERA5 and ERA5T mixed: combine the expver slices with combine_first first)"}
+_HINTS = {"expver": " (ERA5 and ERA5T mixed: combine the expver slices with combine_first first)"}
+RENAME_OPTION = "--rename OLD=NEW (rename= in Python)"
 _PA_UNITS = {"pa", "pascal", "pascals"}
 _HPA_UNITS = {"hpa", "mbar", "millibar", "millibars", "mb"}
 COORDINATE_ATTRS = {
@@ -91,7 +90,8 @@ COORDINATE_ATTRS = {
 
 
 def to_internal(ds: xr.Dataset, *, origin: str = "<dataset>", member: Member = None,
-                keep: Collection[str] = ()) -> xr.Dataset:
+                keep: Collection[str] = (), rename: Mapping[str, str] | None = None,
+                time_dim: str | None = None, time_units: str | None = None) -> xr.Dataset:
     """Map a dataset of any supported layout to the internal convention (see the module docstring).
 
     Args:
@@ -100,6 +100,10 @@ def to_internal(ds: xr.Dataset, *, origin: str = "<dataset>", member: Member = N
         member: ``None`` (squeeze a size-1 ensemble dimension, keep a larger one), a member label to
             select, or ``"all"`` to keep a ``member`` dimension.
         keep: names of variables that are not known fields but are kept under their own name.
+        rename: variables, coordinates or dimensions to rename first, ``{old: new}``, for layouts
+            whose names are not recognised.
+        time_dim: the dimension that is time, when its name is not ``time`` or ``valid_time``.
+        time_units: CF units (``"hours since 1940-01-01"``) of a time axis that holds plain numbers.
 
     Returns:
         The dataset with fields ``[E,] T, [L,] H, W`` and the coordinates of the convention.
@@ -108,11 +112,15 @@ def to_internal(ds: xr.Dataset, *, origin: str = "<dataset>", member: Member = N
         DataError: a dimension cannot be mapped, a coordinate is irregular or unsorted, a time is
             duplicated, or no known field is present.
     """
-    ds = _rename_fields(ds.drop_encoding(), origin, set(keep))
-    ds = _swap_coordinate_dims(ds, origin)
+    ds = _rename(ds.drop_encoding(), dict(rename or {}), origin)
+    check_grid(ds, origin)
+    if time_dim is not None:
+        ds = name_time(ds, time_dim, origin)
+    ds = _rename_fields(ds, origin, set(keep))
+    ds = _swap_coordinate_dims(ds)
     _check_variable_dims(ds, origin)
     ds = _squeeze_extra_dims(ds)
-    ds = _standardise_time(ds, origin)
+    ds = standardise_time(ds, origin, time_units)
     ds = _standardise_member(ds, origin, member)
     ds = _standardise_level(ds, origin)
     ds = _standardise_latitude(ds, origin)
@@ -163,12 +171,21 @@ def _rename_fields(ds: xr.Dataset, origin: str, keep: set[str]) -> xr.Dataset:
     return ds.rename({old: new for old, new in renames.items() if old != new})
 
 
-def _swap_coordinate_dims(ds: xr.Dataset, origin: str) -> xr.Dataset:
+def _rename(ds: xr.Dataset, rename: dict[str, str], origin: str) -> xr.Dataset:
+    """Apply the user's renames of variables, coordinates and dimensions."""
+    missing = [old for old in rename if old not in ds.variables and old not in ds.dims]
+    if missing:
+        names = ", ".join(sorted({*map(str, ds.variables), *map(str, ds.dims)}))
+        raise DataError(f"{origin}: cannot rename '{missing[0]}' (--rename): no such variable or dimension; "
+                        f"the file has {names}")
+    clash = [new for old, new in rename.items() if new != old and new in ds.variables and new not in rename]
+    if clash:
+        raise DataError(f"{origin}: cannot rename to '{clash[0]}' (--rename): the file already has it")
+    return ds.rename(rename) if rename else ds
+
+
+def _swap_coordinate_dims(ds: xr.Dataset) -> xr.Dataset:
     """Make 1-D coordinates with a known name (``lat(y)``) the dimension they lie along."""
-    for name in (*LATITUDE_NAMES, *LONGITUDE_NAMES):
-        if name in ds.coords and ds[name].ndim > 1:
-            raise DataError(f"{origin}: coordinate '{name}' has dimensions {ds[name].dims} (a curvilinear "
-                            "grid); expected 1-D latitude and longitude")
     swaps = {}
     for name in (*TIME_NAMES, *LEVEL_NAMES, *LATITUDE_NAMES, *LONGITUDE_NAMES, *MEMBER_NAMES):
         if name in ds.coords and ds[name].ndim == 1 and ds[name].dims[0] not in _KNOWN_DIMS:
@@ -191,62 +208,14 @@ def _check_variable_dims(ds: xr.Dataset, origin: str) -> None:
         if unknown or len(levels) > 1 or not has_time or not horizontal:
             hint = "".join(text for dim, text in _HINTS.items() if dim in dims)
             raise DataError(f"{origin}: variable '{name}' has dimensions ({', '.join(map(str, var.dims))}); "
-                            f"expected {EXPECTED_DIMS}{hint}")
+                            f"expected {EXPECTED_DIMS}{hint}; name a time dimension with {TIME_OPTIONS}, or "
+                            f"others with {RENAME_OPTION}")
 
 
 def _squeeze_extra_dims(ds: xr.Dataset) -> xr.Dataset:
     """Drop size-1 dimensions that carry no structure (cfgrib's ``surface``, ``heightAboveGround``)."""
     extra = [dim for dim in ds.dims if dim not in _KNOWN_DIMS]
     return ds.isel({dim: 0 for dim in extra}, drop=True) if extra else ds
-
-
-def _standardise_time(ds: xr.Dataset, origin: str) -> xr.Dataset:
-    """One ``time`` dimension of valid times, datetime64[ns], strictly increasing."""
-    if "step" in ds.coords and ("time" in ds.coords or "time" in ds.dims):
-        ds = _valid_time_from_step(ds)
-    elif "valid_time" in ds.dims or ("valid_time" in ds.coords and ds["valid_time"].ndim == 0):
-        ds = ds.drop_vars([name for name in ("time", "step") if name in ds.coords])
-        ds = ds.rename(valid_time="time")
-    elif "valid_time" in ds.coords and ds["valid_time"].dims == ("time",):
-        ds = ds.assign_coords(time=ds["valid_time"].values).drop_vars("valid_time")
-    if "time" not in ds.coords:
-        raise DataError(f"{origin}: no time coordinate; expected 'time' or 'valid_time' values")
-    if ds["time"].ndim == 0:
-        ds = ds.expand_dims("time")
-    times = _as_datetime(ds["time"], origin)
-    check_time(times, origin)
-    return ds.assign_coords(time=("time", times))
-
-
-def _valid_time_from_step(ds: xr.Dataset) -> xr.Dataset:
-    """Replace reference ``time`` and forecast ``step`` by the valid time, flattened time-major."""
-    valid = ds["time"] + ds["step"]  # broadcast over the dims of time and step
-    ds = ds.drop_vars([name for name in ("valid_time",) if name in ds.coords])
-    if "time" in ds.dims and "step" in ds.dims:
-        ds = ds.stack(_valid=("time", "step"))  # (time, step) -> one axis of time*step valid times
-        valid = valid.stack(_valid=("time", "step"))
-        ds = ds.drop_vars(["_valid", "time", "step"]).rename(_valid="time")
-    elif "step" in ds.dims:
-        ds = ds.drop_vars("time").rename(step="time")
-    else:
-        ds = ds.drop_vars("step")
-        if "time" not in ds.dims:
-            ds = ds.expand_dims("time")
-    return ds.assign_coords(time=("time", np.atleast_1d(valid.values).ravel()))
-
-
-def _as_datetime(time: xr.DataArray, origin: str) -> np.ndarray:
-    """The time values as datetime64[ns] (converting standard-calendar cftime values)."""
-    values = np.atleast_1d(time.values)
-    if values.dtype.kind == "M":
-        return values.astype("datetime64[ns]")
-    if values.dtype.kind == "O":
-        try:
-            return xr.CFTimeIndex(values).to_datetimeindex(time_unit="ns").values
-        except (TypeError, ValueError) as error:
-            raise DataError(f"{origin}: time values cannot be converted to datetime64 ({error}); "
-                            "expected a standard calendar") from None
-    raise DataError(f"{origin}: time has dtype {values.dtype}; expected decoded dates (CF units)")
 
 
 def _standardise_member(ds: xr.Dataset, origin: str, member: Member) -> xr.Dataset:
@@ -412,25 +381,6 @@ def _missing_attrs(name: str, attrs: dict) -> dict:
 def _plain_units(units: object) -> str:
     """Units without exponent markers: ``m**2 s**-2`` and ``m^2 s^-2`` read as ``m2 s-2``."""
     return " ".join(str(units).replace("**", "").replace("^", "").split())
-
-
-def check_time(times: np.ndarray, origin: str) -> None:
-    """Times ``[T]`` must be valid, unique and strictly increasing (never sorted silently)."""
-    if np.isnat(times).any():
-        raise DataError(f"{origin}: missing time (NaT) at index {int(np.argmax(np.isnat(times)))}")
-    steps = np.diff(times)
-    if np.all(steps > np.timedelta64(0)):
-        return
-    unique, counts = np.unique(times, return_counts=True)
-    if np.any(counts > 1):
-        duplicated = unique[counts > 1][0]
-        where = np.flatnonzero(times == duplicated).tolist()
-        raise DataError(f"{origin}: duplicated time {np.datetime_as_string(duplicated, unit='s')} "
-                        f"at indices {where}; expected unique times")
-    index = int(np.argmax(steps <= np.timedelta64(0))) + 1
-    before, after = np.datetime_as_string(times[index - 1 : index + 1], unit="s")
-    raise DataError(f"{origin}: times not sorted at index {index} ({before} is followed by {after}); "
-                    "expected increasing times")
 
 
 def check_latitude(latitude: np.ndarray, origin: str) -> bool:

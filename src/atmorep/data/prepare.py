@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,8 @@ from zarr.codecs import BloscCodec
 
 from atmorep.data.stats import compute_local_statistics, compute_statistics, nan_report, reduce_store
 from atmorep.data.store import STORE_FORMAT, Store
+from atmorep.data.time_axis import check_regular
+from atmorep.data.transforms import apply_transforms
 from atmorep.errors import DataError
 from atmorep.fields import field_spec
 from atmorep.io import atomic_directory
@@ -55,6 +57,11 @@ def prepare(
     chunk_fraction: int = 2,
     local_statistics: bool = False,
     overwrite: bool = False,
+    filters: Mapping[str, str | int | float] | None = None,
+    rename: Mapping[str, str] | None = None,
+    time_dim: str | None = None,
+    time_units: str | None = None,
+    transforms: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a prepared store from one or more source files or URLs.
 
@@ -65,9 +72,14 @@ def prepare(
         levels: level values to keep (all when None).
         member: ensemble member to select, or "all" to keep a member dimension.
         box: ``(T, H, W)`` box size in grid points the store will be sampled with (sets chunking).
+            Data smaller than the box are prepared all the same, with a warning, and chunked whole.
         chunk_fraction: chunks are ``box / chunk_fraction`` along each axis (see :func:`chunk_shape`).
         local_statistics: also compute per-month, per-grid-point mean and std.
         overwrite: replace an existing store.
+        filters, rename, time_dim, time_units: how to read the sources, see
+            :func:`atmorep.data.sources.open_dataset`.
+        transforms: ``{field: transform}`` applied to the stored values, see
+            :mod:`atmorep.data.transforms` (e.g. ``{"tp": "log1p"}``).
 
     Returns:
         The path of the complete store.
@@ -77,7 +89,9 @@ def prepare(
     out = Path(out)
     if out.exists() and not overwrite:
         raise DataError(f"output store '{out}' already exists (use --overwrite to replace it)")
-    ds = open_dataset([str(s) for s in sources], fields=fields, levels=levels, member=member)
+    ds = open_dataset([str(s) for s in sources], fields=fields, levels=levels, member=member,
+                      filters=filters, rename=rename, time_dim=time_dim, time_units=time_units)
+    ds = apply_transforms(ds, dict(transforms or {}), origin=", ".join(map(str, sources)))
     return prepare_dataset(
         ds,
         out,
@@ -133,12 +147,16 @@ def prepare_dataset(
 
 
 def _check_fits(ds: xr.Dataset, box: Sequence[int], origin: str) -> xr.Dataset:
-    grid = {"time": ds.sizes["time"], "latitude": ds.sizes["latitude"], "longitude": ds.sizes["longitude"]}
-    for (axis, size), b in zip(grid.items(), box):
-        if b > size:
-            raise DataError(f"{origin}: box {axis} size {b} does not fit the data's {axis} size {size}")
+    """Fields present and times equally spaced; a box larger than the data only warns (it shapes chunks)."""
     if not ds.data_vars:
         raise DataError(f"{origin}: no known fields found")
+    check_regular(ds["time"].values, origin)
+    grid = {"time": ds.sizes["time"], "latitude": ds.sizes["latitude"], "longitude": ds.sizes["longitude"]}
+    larger = [f"{axis} {b} > {size}" for (axis, size), b in zip(grid.items(), box) if b > size]
+    if larger:
+        log.warning("%s: the box (%s) is larger than the data (%s); the store is written all the same, "
+                    "but sampling it for training or inference needs a box within (%s)", origin,
+                    ", ".join(map(str, box)), ", ".join(larger), ", ".join(map(str, grid.values())))
     return ds
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import xarray as xr
 
 from atmorep.data.conventions import Member, to_internal
+from atmorep.data.grids import check_grid
 from atmorep.errors import DataError
 from atmorep.fields import canonical_field_name
 
@@ -184,16 +185,29 @@ class GribSource(_BaseSource):
                           **kwargs.pop("backend_kwargs", {})}
         kwargs.setdefault("chunks", {})
         try:
-            return xr.open_dataset(path, engine="cfgrib", backend_kwargs=backend_kwargs, **kwargs)
+            ds = xr.open_dataset(path, engine="cfgrib", backend_kwargs=backend_kwargs, **kwargs)
         except cfgrib.dataset.DatasetBuildError:  # several hypercubes: open them apart, then merge
-            parts = cfgrib.open_datasets(path, backend_kwargs=backend_kwargs, **kwargs)
-            _check_distinct_variables(parts, path)
-            try:
-                return xr.merge(parts, join="exact", compat="no_conflicts", combine_attrs="drop_conflicts")
-            except ValueError as error:
-                raise DataError(f"{path}: GRIB messages do not form one dataset ({_one_line(error)}); "
-                                "select some with open_kwargs={'backend_kwargs': {'filter_by_keys': {...}}}"
-                                ) from None
+            ds = _merge_hypercubes(cfgrib.open_datasets(path, backend_kwargs=backend_kwargs, **kwargs), path)
+        if not ds.data_vars and backend_kwargs.get("filter_by_keys"):
+            keys = backend_kwargs["filter_by_keys"]
+            chosen = " ".join(f"--filter {key}={value}" for key, value in keys.items())
+            raise DataError(f"{path}: no GRIB message matches {chosen}")
+        return ds
+
+
+def _merge_hypercubes(parts: list[xr.Dataset], path: str) -> xr.Dataset:
+    """One dataset from the hypercubes cfgrib found, or an error saying how to select one."""
+    for part in parts:
+        check_grid(part, path)
+    _check_distinct_variables(parts, path)
+    try:
+        return xr.merge(parts, join="exact", compat="no_conflicts", combine_attrs="drop_conflicts")
+    except ValueError as error:
+        kinds = sorted({str(var.attrs.get("GRIB_typeOfLevel", "?")) for part in parts
+                        for var in part.data_vars.values()})
+        raise DataError(f"{path}: GRIB messages do not form one dataset ({_one_line(error)}); level types "
+                        f"{', '.join(kinds)}: select one with --filter typeOfLevel={kinds[0]} (or --filter "
+                        "shortName=NAME), filters= in Python") from None
 
 
 def _check_distinct_variables(parts: list[xr.Dataset], path: str) -> None:
@@ -204,8 +218,8 @@ def _check_distinct_variables(parts: list[xr.Dataset], path: str) -> None:
             level_type = str(var.attrs.get("GRIB_typeOfLevel", "?"))
             if name in seen:
                 raise DataError(f"{path}: GRIB field '{name}' comes on several level types ({seen[name]}, "
-                                f"{level_type}); select one with open_kwargs={{'backend_kwargs': "
-                                f"{{'filter_by_keys': {{'typeOfLevel': '{level_type}'}}}}}}")
+                                f"{level_type}); select one with --filter typeOfLevel={seen[name]} "
+                                "(filters= in Python)")
             seen[str(name)] = level_type
 
 
@@ -286,7 +300,10 @@ def open_raw(source: Source, path: str, **kwargs: Any) -> xr.Dataset:
 
 def open_dataset(paths: str | Path | Sequence[str | Path], *, fields: Sequence[str] | None = None,
                  levels: Sequence[float] | None = None, member: Member = None,
-                 source: str | None = None, open_kwargs: Mapping[str, Any] | None = None) -> xr.Dataset:
+                 source: str | None = None, open_kwargs: Mapping[str, Any] | None = None,
+                 filters: Mapping[str, str | int | float] | None = None,
+                 rename: Mapping[str, str] | None = None, time_dim: str | None = None,
+                 time_units: str | None = None) -> xr.Dataset:
     """Open one or many files lazily, in the internal convention.
 
     Args:
@@ -300,6 +317,11 @@ def open_dataset(paths: str | Path | Sequence[str | Path], *, fields: Sequence[s
         open_kwargs: keyword arguments for the source's ``open``, e.g. ``{"storage_options":
             {"token": "anon"}}`` for a public cloud zarr store or ``{"backend_kwargs":
             {"filter_by_keys": {"typeOfLevel": "isobaricInhPa"}}}`` for GRIB.
+        filters: GRIB keys the messages must have, e.g. ``{"typeOfLevel": "isobaricInhPa"}``
+            (``--filter`` on the command line); GRIB files only.
+        rename: variables, coordinates or dimensions to rename before mapping, ``{old: new}``.
+        time_dim: the time dimension, when it is not named ``time`` or ``valid_time``.
+        time_units: CF units of a time axis holding plain numbers, e.g. ``"hours since 1940-01-01"``.
 
     Returns:
         The dataset, fields ``[E,] T, [L,] H, W`` as dask arrays (nothing is loaded).
@@ -312,13 +334,26 @@ def open_dataset(paths: str | Path | Sequence[str | Path], *, fields: Sequence[s
     if not path_list:
         raise DataError("open_dataset: no paths given; expected at least one file or URL")
     wanted = None if fields is None else [canonical_field_name(str(f)) or str(f) for f in fields]
-    parts = [_open_one(path, wanted, levels, member, source, dict(open_kwargs or {})) for path in path_list]
+    layout = {"member": member, "keep": wanted or (), "rename": rename, "time_dim": time_dim,
+              "time_units": time_units}
+    parts = [_open_one(path, wanted, levels, source, _with_filters(open_kwargs, filters), layout)
+             for path in path_list]
     return parts[0] if len(parts) == 1 else _concat_in_time(parts, path_list)
 
 
-def _open_one(path: str, fields: list[str] | None, levels: Sequence[float] | None, member: Member,
-              source: str | None, open_kwargs: dict[str, Any]) -> xr.Dataset:
-    """Open, map and select one file."""
+def _with_filters(open_kwargs: Mapping[str, Any] | None, filters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``open_kwargs`` with the GRIB ``filters`` added to cfgrib's ``filter_by_keys``."""
+    kwargs = dict(open_kwargs or {})
+    if filters:
+        backend = dict(kwargs.get("backend_kwargs", {}))
+        backend["filter_by_keys"] = {**backend.get("filter_by_keys", {}), **filters}
+        kwargs["backend_kwargs"] = backend
+    return kwargs
+
+
+def _open_one(path: str, fields: list[str] | None, levels: Sequence[float] | None, source: str | None,
+              open_kwargs: dict[str, Any], layout: dict[str, Any]) -> xr.Dataset:
+    """Open, map (``layout``: the keywords of :func:`to_internal`) and select one file."""
     if source is None:
         chosen = detect_source(path)
     elif source not in SOURCES:
@@ -327,7 +362,11 @@ def _open_one(path: str, fields: list[str] | None, levels: Sequence[float] | Non
         chosen = SOURCES[source]
         if _scheme(path) is None and not os.path.exists(path):
             raise DataError(f"{path}: file does not exist")
-    ds = to_internal(open_raw(chosen, path, **open_kwargs), origin=path, member=member, keep=fields or ())
+    filter_by_keys = open_kwargs.get("backend_kwargs", {}).get("filter_by_keys")
+    if filter_by_keys and chosen.name != "grib":
+        raise DataError(f"{path}: --filter selects GRIB messages; this is a {chosen.name} source "
+                        "(select fields with --fields and levels with --levels)")
+    ds = to_internal(open_raw(chosen, path, **open_kwargs), origin=path, **layout)
     return _select_levels(_select_fields(ds, fields, path), levels, path)
 
 

@@ -19,10 +19,12 @@ import numpy as np
 import zarr
 
 from atmorep.data.statistics import Statistics
+from atmorep.data.transforms import TRANSFORM_ATTRS
 from atmorep.errors import DataError
 from atmorep.fields import LevelKind
 
-STORE_FORMAT = "atmorep-store-1"
+STORE_PREFIX = "atmorep-store-"
+STORE_FORMAT = f"{STORE_PREFIX}1"
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,12 @@ class Store:
         self.path = str(path)
         group = self._group
         attrs = dict(group.attrs)
-        if attrs.get("atmorep_format") != STORE_FORMAT:
+        written = str(attrs.get("atmorep_format", ""))
+        if written.startswith(STORE_PREFIX) and written != STORE_FORMAT:
+            raise DataError(f"store '{self.path}' has format '{written}'; this atmorep reads "
+                            f"'{STORE_FORMAT}' (a store of another atmorep version): upgrade atmorep, or "
+                            "prepare the store again")
+        if written != STORE_FORMAT:
             raise DataError(
                 f"'{self.path}' is not a complete atmorep store (missing attribute "
                 f"atmorep_format={STORE_FORMAT!r}; make one with `atmorep data prepare`)"
@@ -136,6 +143,11 @@ class Store:
                 )
             index.append(int(matches[0]))
         return index
+
+    def transform(self, field: str) -> dict:
+        """The value transform of a field's stored values (:mod:`atmorep.data.transforms`), or {}."""
+        attrs = self.arrays[field].attrs
+        return {key: attrs[key] for key in TRANSFORM_ATTRS if key in attrs}
 
     def require_field(self, field: str) -> None:
         if field not in self.fields:

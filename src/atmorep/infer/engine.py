@@ -244,6 +244,9 @@ def prediction_layout(runner: DomainRunner, request: InferenceRequest, plan: Inf
         "config": json.dumps(predictor.config.model_dump(mode="json")),
     }
     attrs |= seam_attrs(plan.tiles, predictor.config)
+    transforms = {name: store.transform(name) for name in predictor.predicted if store.transform(name)}
+    if transforms:
+        attrs["transforms"] = json.dumps(transforms)
     if request.task == "downscale":
         attrs["coarsen_factor"] = int(runner.factor)
     if request.task == "infill":

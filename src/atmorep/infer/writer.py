@@ -294,7 +294,8 @@ class PredictionWriter:
         if missing or unknown:
             raise DataError(f"{self.path}: case {time}: fields missing {missing}, not in the layout "
                             f"{unknown}; expected {list(layout.fields)}")
-        variables = {name: (layout.dims(name), self._field(name, values[name])[None], _field_attrs(name))
+        variables = {name: (layout.dims(name), self._field(name, values[name])[None],
+                                _field_attrs(name, layout.attrs.get("transforms")))
                      for name in layout.fields}  # [P, E, (L,) H, W] -> [1, P, E, (L,) H, W]
         checked_mask = self._checked_mask(mask)
         if checked_mask is not None:
@@ -375,9 +376,14 @@ def _encoding(case: xr.Dataset) -> dict[str, dict[str, Any]]:
     return encoding
 
 
-def _field_attrs(name: str) -> dict[str, str]:
+def _field_attrs(name: str, transforms: str | None = None) -> dict[str, Any]:
+    """CF attributes of a predicted field; a transformed field (``transforms``: JSON of
+    :meth:`atmorep.data.store.Store.transform` per field) says so, as its store does."""
     spec = field_spec(name)
-    return {"units": spec.units, "long_name": spec.long_name, "standard_name": spec.standard_name}
+    attrs: dict[str, Any] = {"units": spec.units, "long_name": spec.long_name,
+                             "standard_name": spec.standard_name}
+    transform = json.loads(transforms).get(name) if transforms else None
+    return attrs | {"units": "1", **transform} if transform else attrs
 
 
 def _global_attrs(layout: PredictionLayout) -> dict[str, Any]:
