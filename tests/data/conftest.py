@@ -208,12 +208,20 @@ def write_grib(ds: xr.Dataset, path: Path, forecast: bool = False, level_type: s
     return str(path)
 
 
+GRIB_MISSING = 9999.0  # the missing value of the messages that hold NaN (a bitmap marks them)
+
+
 def _write_message(eccodes, handle, keys: dict, values: np.ndarray) -> None:
     gid = eccodes.codes_grib_new_from_samples("regular_ll_pl_grib2")
     try:
         for key, value in keys.items():
             eccodes.codes_set(gid, key, value)
-        eccodes.codes_set_values(gid, values.astype(np.float64).ravel())
+        values = values.astype(np.float64).ravel()
+        if np.isnan(values).any():  # missing values as GRIB writes them: a bitmap
+            eccodes.codes_set(gid, "missingValue", GRIB_MISSING)
+            eccodes.codes_set(gid, "bitmapPresent", 1)
+            values = np.where(np.isnan(values), GRIB_MISSING, values)
+        eccodes.codes_set_values(gid, values)
         eccodes.codes_write(gid, handle)
     finally:
         eccodes.codes_release(gid)

@@ -123,7 +123,10 @@ def prepare_dataset(
     with atomic_directory(out, overwrite=overwrite) as tmp:
         _write(ds, tmp, chunks, task)
         written = _open_for_reduction(tmp, task)
-        statistics, nan_counts = reduce_store(written)
+        try:
+            statistics, nan_counts = reduce_store(written)
+        except DataError as error:
+            raise DataError(f"{origin}: {error}") from None
         report = nan_report(written, nan_counts)
         attrs = {
             "atmorep_statistics": json.dumps(statistics.to_dict()),

@@ -395,8 +395,9 @@ def _select_levels(ds: xr.Dataset, levels: Sequence[float] | None, path: str) ->
         else:
             missing.append(level)
     if missing:
-        raise DataError(f"{path}: level(s) {missing} not found ({ds['level'].attrs['level_kind']} levels "
-                        f"available: {available.tolist()})")
+        kind, units = ds["level"].attrs["level_kind"], ds["level"].attrs["units"]
+        raise DataError(f"{path}: level(s) {missing} not found ({kind} levels available: {available.tolist()}"
+                        f"{' hPa' if units == 'hPa' else ''})")
     return ds.isel(level=sorted(set(index)))
 
 

@@ -44,10 +44,12 @@ def _statistics_from_moments(ds: xr.Dataset, moments: dict) -> Statistics:
         mean_v = np.atleast_1d(np.asarray(mean, dtype=np.float64))
         var_v = np.atleast_1d(np.asarray(mean_square, dtype=np.float64)) - mean_v**2
         std_v = np.sqrt(np.clip(var_v, 0.0, None))
-        if not np.all(np.isfinite(mean_v)):
-            raise DataError(f"field '{name}': statistics are not finite (all values NaN at some level?)")
-        std_v = np.where(std_v > MIN_STD, std_v, 1.0)  # a constant field is left unscaled
         levels = tuple(float(v) for v in ds["level"].values) if "level" in ds[name].dims else (0.0,)
+        if not np.all(np.isfinite(mean_v)):
+            where = f" at level {levels[int(np.argmax(~np.isfinite(mean_v)))]:g}" if len(levels) > 1 else ""
+            raise DataError(f"field '{name}'{where} holds no value but NaN (or infinity); expected data: "
+                            "leave it out with --fields or --levels")
+        std_v = np.where(std_v > MIN_STD, std_v, 1.0)  # a constant field is left unscaled
         fields[str(name)] = FieldStatistics(levels, tuple(map(float, mean_v)), tuple(map(float, std_v)))
     return Statistics(fields)
 

@@ -180,8 +180,10 @@ def check_regular(times: np.ndarray, origin: str) -> None:
     steps = np.diff(times)
     if steps.size == 0 or np.all(steps == steps[0]):
         return
-    typical = np.median(steps.astype("timedelta64[s]").astype(np.int64))
-    index = int(np.argmax(steps.astype("timedelta64[s]").astype(np.int64) != typical)) + 1
+    seconds = steps.astype("timedelta64[s]").astype(np.int64)
+    values, counts = np.unique(seconds, return_counts=True)
+    typical = values[np.argmax(counts)]  # the most frequent step (the shortest of equally frequent ones)
+    index = int(np.argmax(seconds != typical)) + 1
     before, after = np.datetime_as_string(times[index - 1 : index + 1], unit="s")
     raise DataError(f"{origin}: irregular time steps at index {index} ({before} is followed by {after}, "
                     f"the typical step is {typical / 3600:g} h); expected equally spaced times (a missing "
