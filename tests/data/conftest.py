@@ -171,7 +171,9 @@ def write_zarr(ds: xr.Dataset, path: str | Path) -> str:
     return str(path)
 
 
-GRIB_NAMES = {"t": ("t", None), "u": ("u", None), "t2m": ("2t", ("heightAboveGround", 2))}
+GRIB_NAMES = {"t": ("t", None), "u": ("u", None), "t2m": ("2t", ("heightAboveGround", 2)),
+              "u10": ("10u", ("heightAboveGround", 10)), "v10": ("10v", ("heightAboveGround", 10)),
+              "msl": ("msl", ("meanSea", 0)), "sp": ("sp", ("surface", 0))}
 
 
 def write_grib(ds: xr.Dataset, path: Path, forecast: bool = False, level_type: str = "isobaricInhPa",

@@ -281,3 +281,16 @@ def test_describe(reference, tmp_path):
     assert text.startswith(f"netcdf: {path}")
     assert "pressure_level=3" in text
     assert "t (valid_time, pressure_level, latitude, longitude) float32" in text
+
+
+def test_grib_surface_fields_map_to_short_names_with_units(reference, tmp_path):
+    pytest.importorskip("cfgrib")
+    surface = reference.t.isel(time=[0, 1]).sel(level=1000.0, drop=True)
+    expected = xr.Dataset({"t2m": surface - 2.0, "u10": surface / 50, "v10": -surface / 60,
+                           "msl": surface * 340.0, "sp": surface * 330.0})
+    opened = open_dataset(write_grib(expected, tmp_path / "surface.grib2"))
+    assert sorted(opened.data_vars) == ["msl", "sp", "t2m", "u10", "v10"]
+    units = {name: opened[name].attrs["units"].replace("**", "") for name in opened.data_vars}  # m s**-1
+    assert units == {"t2m": "K", "u10": "m s-1", "v10": "m s-1", "msl": "Pa", "sp": "Pa"}
+    for name in expected.data_vars:
+        np.testing.assert_array_equal(opened[name].values, expected[name].values)

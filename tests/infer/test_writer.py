@@ -371,3 +371,15 @@ def test_a_failure_while_finalising_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_store(path, make_layout())
     assert leftovers(path) == []
+
+
+def test_transformed_fields_say_so_in_the_prediction_store():
+    import json
+
+    from atmorep.infer.writer import _field_attrs
+
+    transform = {"atmorep_transform": "log1p", "atmorep_transform_scale": 1e-4, "atmorep_physical_units": "m"}
+    attrs = _field_attrs("tp", json.dumps({"tp": transform}))
+    assert attrs["units"] == "1" and attrs["atmorep_transform"] == "log1p"
+    assert _field_attrs("t", json.dumps({"tp": transform}))["units"] == "K"
+    assert _field_attrs("tp")["units"] == "m"

@@ -119,7 +119,7 @@ def to_internal(ds: xr.Dataset, *, origin: str = "<dataset>", member: Member = N
     ds = _rename_fields(ds, origin, set(keep))
     ds = _swap_coordinate_dims(ds)
     _check_variable_dims(ds, origin)
-    ds = _squeeze_extra_dims(ds)
+    ds = squeeze_extra_dims(ds)
     ds = standardise_time(ds, origin, time_units)
     ds = _standardise_member(ds, origin, member)
     ds = _standardise_level(ds, origin)
@@ -212,10 +212,13 @@ def _check_variable_dims(ds: xr.Dataset, origin: str) -> None:
                             f"others with {RENAME_OPTION}")
 
 
-def _squeeze_extra_dims(ds: xr.Dataset) -> xr.Dataset:
-    """Drop size-1 dimensions that carry no structure (cfgrib's ``surface``, ``heightAboveGround``)."""
-    extra = [dim for dim in ds.dims if dim not in _KNOWN_DIMS]
-    return ds.isel({dim: 0 for dim in extra}, drop=True) if extra else ds
+def squeeze_extra_dims(ds: xr.Dataset) -> xr.Dataset:
+    """Drop size-1 dimensions that carry no structure (cfgrib's ``surface``, ``heightAboveGround``)
+    and scalar coordinates of that kind, so that 2 m and 10 m fields share one dataset."""
+    extra = [dim for dim in ds.dims if dim not in _KNOWN_DIMS and ds.sizes[dim] == 1]
+    ds = ds.isel({dim: 0 for dim in extra}, drop=True) if extra else ds
+    scalars = [name for name in ds.coords if ds[name].ndim == 0 and name not in _KNOWN_DIMS]
+    return ds.drop_vars(scalars)
 
 
 def _standardise_member(ds: xr.Dataset, origin: str, member: Member) -> xr.Dataset:

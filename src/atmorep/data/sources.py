@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import xarray as xr
 
-from atmorep.data.conventions import Member, to_internal
+from atmorep.data.conventions import Member, squeeze_extra_dims, to_internal
 from atmorep.data.grids import check_grid
 from atmorep.errors import DataError
 from atmorep.fields import canonical_field_name
@@ -200,6 +200,7 @@ def _merge_hypercubes(parts: list[xr.Dataset], path: str) -> xr.Dataset:
     for part in parts:
         check_grid(part, path)
     _check_distinct_variables(parts, path)
+    parts = [squeeze_extra_dims(part) for part in parts]  # 2t at 2 m and 10u at 10 m merge
     try:
         return xr.merge(parts, join="exact", compat="no_conflicts", combine_attrs="drop_conflicts")
     except ValueError as error:
