@@ -74,7 +74,17 @@ def test_directory_that_is_not_a_store(tmp_path):
     assert_one_line_error(invoke("data", "info", str(tmp_path)), str(tmp_path))
     plain = tmp_path / "plain.zarr"
     internal_dataset(times=4).to_zarr(plain, zarr_format=3)  # a zarr store, but not a prepared one
-    assert_one_line_error(invoke("data", "info", str(plain)), "not a complete atmorep store")
+    assert_one_line_error(invoke("data", "sample", str(plain), "--box", BOX), "not a complete atmorep store")
+
+
+def test_info_describes_a_source_file_as_read(tmp_path):
+    plain = tmp_path / "plain.zarr"
+    internal_dataset(times=4).to_zarr(plain, zarr_format=3)
+    result = invoke("data", "info", str(plain))
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "zarr: " in text and "time=4" in text and "t (time, level, latitude, longitude) float32" in text
+    assert "a source, not a prepared store" in text
 
 
 @pytest.mark.parametrize("box", ["12,8", "12,8,16,4", "a,b,c", "12,0,16", "12;8;16"])

@@ -235,11 +235,11 @@ def data_stats(
 
 @data_app.command("info")
 @friendly_errors
-def data_info(store: Annotated[str, typer.Argument(help="A prepared store.")]) -> None:
-    """Describe a prepared store: fields, levels, period, grid, chunking, statistics."""
-    from atmorep.data.describe import describe_store
+def data_info(store: Annotated[str, typer.Argument(help="A prepared store, or a source file.")]) -> None:
+    """Describe a prepared store (fields, levels, period, grid, chunking, statistics) or a source file."""
+    from atmorep.data.describe import describe
 
-    console.print(describe_store(store))
+    console.print(describe(store), highlight=False)
 
 
 @data_app.command("sample")

@@ -1,4 +1,4 @@
-"""Human-readable descriptions of prepared stores (``atmorep data info``)."""
+"""Human-readable descriptions of prepared stores and of source files (``atmorep data info``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,19 @@ import json
 from rich.console import Group
 from rich.table import Table
 
-from atmorep.data.store import Store
+from atmorep.data.store import Store, is_store
+
+
+def describe(path) -> Group | str:
+    """A prepared store described by :func:`describe_store`; any other source as it is read, raw."""
+    if is_store(path):
+        return describe_store(path)
+    from atmorep.data.sources import detect_source, open_raw
+
+    source = detect_source(path)
+    open_raw(source, str(path))  # a file that cannot be read gives its one-line error here
+    return (source.describe(str(path)) + "\n(a source, not a prepared store: `atmorep data prepare "
+            f"{path} OUT` writes one)")
 
 
 def describe_store(path) -> Group:

@@ -367,7 +367,15 @@ def _open_one(path: str, fields: list[str] | None, levels: Sequence[float] | Non
     if filter_by_keys and chosen.name != "grib":
         raise DataError(f"{path}: --filter selects GRIB messages; this is a {chosen.name} source "
                         "(select fields with --fields and levels with --levels)")
-    ds = to_internal(open_raw(chosen, path, **open_kwargs), origin=path, **layout)
+    raw = open_raw(chosen, path, **open_kwargs)
+    try:
+        ds = to_internal(raw, origin=path, **layout)
+    except DataError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError) as error:  # a layout no check foresaw
+        raise DataError(f"{path}: cannot map this layout ({_one_line(error)}); `atmorep data info {path}` "
+                        "shows its dimensions, and --rename, --time-dim, --time-units say how to read it"
+                        ) from error
     return _select_levels(_select_fields(ds, fields, path), levels, path)
 
 

@@ -44,6 +44,15 @@ class BoxIndex:
     member: int = 0
 
 
+def is_store(path: str | Path) -> bool:
+    """Whether ``path`` is a complete prepared store (of any format version)."""
+    try:
+        attrs = zarr.open_group(str(path), mode="r").attrs
+    except Exception:  # not zarr at all: zarr raises several types
+        return False
+    return str(attrs.get("atmorep_format", "")).startswith(STORE_PREFIX)
+
+
 class Store:
     """A prepared store opened for sampling. Cheap to pickle (reopens lazily in each worker)."""
 
