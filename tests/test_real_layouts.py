@@ -43,6 +43,7 @@ def cfgrib_netcdf(ds: xr.Dataset) -> xr.Dataset:
     return xr.Dataset(fields, coords=coords)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 def test_grib_and_netcdf_through_prepare_train_infer_evaluate(tmp_path):
     pytest.importorskip("cfgrib")
