@@ -28,18 +28,24 @@ REFERENCE = {"forecast": "persistence", "interpolate": "linear", "infill": "best
 STEPS_PER_MINUTE = 200  # the quickstart's train.max_steps per minute of train.max_minutes
 
 
-def budget_plan(root: Path, minutes: float) -> QuickstartPlan:
-    """A plan whose stores are the quickstart's and whose run, predictions and scores are its own."""
-    if minutes == QuickstartPlan().train_minutes:
-        return QuickstartPlan(root=root)
-    directory = root.parent / f"{root.name}-{minutes:g}min"
+def shared_store_plan(root: Path, name: str, minutes: float, overrides: tuple[str, ...]) -> QuickstartPlan:
+    """A plan in ``<root>-<name>`` whose stores are links to the quickstart's and whose run, predictions
+    and scores are its own."""
+    directory = root.parent / f"{root.name}-{name}"
     directory.mkdir(exist_ok=True)
     for shared in ("raw", "data"):
         link = directory / shared
         if not link.exists():
             link.symlink_to((root / shared).resolve(), target_is_directory=True)
+    return QuickstartPlan(root=directory, train_minutes=minutes, overrides=overrides)
+
+
+def budget_plan(root: Path, minutes: float) -> QuickstartPlan:
+    """The quickstart with another training budget (the quickstart's own run for its budget)."""
+    if minutes == QuickstartPlan().train_minutes:
+        return QuickstartPlan(root=root)
     steps = int(STEPS_PER_MINUTE * minutes)
-    return QuickstartPlan(root=directory, train_minutes=minutes, overrides=(f"train.max_steps={steps}",))
+    return shared_store_plan(root, f"{minutes:g}min", minutes, (f"train.max_steps={steps}",))
 
 
 def ratio(row: pd.Series) -> float:
