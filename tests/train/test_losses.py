@@ -352,3 +352,17 @@ def test_squared_error_terms_shrink_the_spread():
     assert crps == pytest.approx(1.0, abs=0.05)
     assert with_member == pytest.approx(0.65, abs=0.07)
     assert with_member < with_mean - 0.15 and with_mean < crps
+
+
+def test_fair_crps_ignores_a_runaway_member_and_the_plain_crps_does_not():
+    """The fair CRPS's degenerate direction: one member moved off by D adds D / E to the error term and
+    takes D / E back through the spread term, so an ensemble with a runaway member scores as well as one
+    without. The plain ensemble CRPS charges D / E^2, and any blend with weight on it (the "almost fair"
+    CRPS, ``crps_fair: 0.95, crps_ensemble: 0.05``) charges that share."""
+    members = torch.tensor([[[-1.0], [-0.5], [0.5], [1.0]]], dtype=torch.float64)  # [M=1, E=4, D=1]
+    target = torch.zeros(1, 1, dtype=torch.float64)
+    runaway = members.clone()
+    runaway[0, 3, 0] += 100.0
+    assert float(crps_fair(runaway, target)) == pytest.approx(float(crps_fair(members, target)), abs=1e-9)
+    extra = float(crps_ensemble(runaway, target) - crps_ensemble(members, target))
+    assert extra == pytest.approx(100.0 / 4**2, rel=1e-9)
