@@ -22,8 +22,10 @@ from typer.testing import CliRunner
 from atmorep.cli import app
 from tests.data.conftest import (
     cfgrib_netcdf_layout,
+    corrupt_zarr,
     make_reference,
     time_index_layout,
+    truncate_file,
     write_grib,
     write_netcdf,
 )
@@ -44,12 +46,6 @@ def _grib(tmp: Path, name: str = "t.grib2", level_type: str = "isobaricInhPa", m
     return write_grib(expected, tmp / name, level_type=level_type, mode=mode)
 
 
-def _truncate(path: str, keep: Callable[[int], int]) -> str:
-    data = Path(path).read_bytes()
-    Path(path).write_bytes(data[:keep(len(data))])
-    return path
-
-
 def _junk(tmp: Path, name: str) -> str:
     (tmp / name).write_bytes(b"\x01junk" * 200)
     return str(tmp / name)
@@ -57,13 +53,6 @@ def _junk(tmp: Path, name: str) -> str:
 
 def _text_file(path: Path) -> str:
     path.write_text("not data")
-    return str(path)
-
-
-def _corrupt_zarr(tmp: Path) -> str:
-    path = tmp / "broken.zarr"
-    make_reference().to_zarr(path, zarr_format=3, consolidated=False)
-    (path / "zarr.json").write_text("{not json")
     return str(path)
 
 
@@ -96,15 +85,16 @@ def _ensemble(name: str) -> Callable:
 PREPARE: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "missing-file": (lambda tmp: [str(tmp / "none.nc")], r"none\.nc: file does not exist"),
     "corrupted-grib": (lambda tmp: [_junk(tmp, "junk.grib")], r"junk\.grib: cannot read as grib"),
-    "truncated-grib": (lambda tmp: [_truncate(_grib(tmp, "cut.grib2"), lambda n: n - 7)],
+    "truncated-grib": (lambda tmp: [truncate_file(_grib(tmp, "cut.grib2"), lambda n: n - 7)],
                        r"cut\.grib2: cannot read as grib"),
     "corrupted-netcdf": (lambda tmp: [_junk(tmp, "junk.nc")], r"junk\.nc: cannot read as netcdf"),
-    "truncated-netcdf4": (lambda tmp: [_truncate(_reference(tmp, "cut.nc"), lambda n: n // 2)],
+    "truncated-netcdf4": (lambda tmp: [truncate_file(_reference(tmp, "cut.nc"), lambda n: n // 2)],
                           r"cut\.nc: cannot read as netcdf"),
-    "truncated-netcdf3": (lambda tmp: [_truncate(write_netcdf(make_reference(), tmp / "cut3.nc",
+    "truncated-netcdf3": (lambda tmp: [truncate_file(write_netcdf(make_reference(), tmp / "cut3.nc",
                                                               fmt="NETCDF3_64BIT"), lambda n: n // 2)],
                           r"cut3\.nc: truncated or corrupted netCDF-3"),
-    "corrupted-zarr": (lambda tmp: [_corrupt_zarr(tmp)], r"broken\.zarr: cannot read as zarr"),
+    "corrupted-zarr": (lambda tmp: [corrupt_zarr(make_reference(), tmp / "broken.zarr")],
+                       r"broken\.zarr: cannot read as zarr"),
     "unknown-format": (lambda tmp: [_text_file(tmp / "notes.txt")], r"notes\.txt: unknown data format"),
     "missing-field": (lambda tmp: [_reference(tmp), "--fields", "q"],
                       r"src\.nc: field\(s\) q not found \(available: t, u, tp\)"),

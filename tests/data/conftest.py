@@ -171,6 +171,20 @@ def write_zarr(ds: xr.Dataset, path: str | Path) -> str:
     return str(path)
 
 
+def truncate_file(path: str | Path, keep: Callable[[int], int]) -> str:
+    """Cut a file to ``keep(size)`` bytes, as an interrupted download leaves it."""
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:keep(len(data))])
+    return str(path)
+
+
+def corrupt_zarr(ds: xr.Dataset, path: Path) -> str:
+    """A zarr store of ``ds`` whose group metadata is not JSON."""
+    write_zarr(ds, path)
+    (path / "zarr.json").write_text("{not json")
+    return str(path)
+
+
 GRIB_NAMES = {"t": ("t", None), "u": ("u", None), "t2m": ("2t", ("heightAboveGround", 2)),
               "u10": ("10u", ("heightAboveGround", 10)), "v10": ("10v", ("heightAboveGround", 10)),
               "msl": ("msl", ("meanSea", 0)), "sp": ("sp", ("surface", 0))}

@@ -21,7 +21,7 @@ from atmorep.data.sources import (
     unregister_memory_dataset,
 )
 from atmorep.errors import DataError
-from tests.data.conftest import LAYOUTS, write_grib, write_netcdf, write_zarr
+from tests.data.conftest import LAYOUTS, corrupt_zarr, truncate_file, write_grib, write_netcdf, write_zarr
 
 
 def _memory(ds, tmp_path):
@@ -168,22 +168,9 @@ def test_grib_without_cfgrib(monkeypatch, tmp_path):
         open_dataset(path)
 
 
-def _truncate(path, keep):
-    data = open(path, "rb").read()
-    with open(path, "wb") as handle:
-        handle.write(data[:keep(len(data))])
-    return path
-
-
 def _bytes(tmp_path, name, data):
     (tmp_path / name).write_bytes(data)
     return str(tmp_path / name)
-
-
-def _corrupt_zarr(reference, tmp_path):
-    store = write_zarr(reference, tmp_path / "broken.zarr")
-    (tmp_path / "broken.zarr" / "zarr.json").write_text("{not json")
-    return store
 
 
 def _empty_dir(reference, tmp_path):
@@ -195,18 +182,19 @@ BAD_FILES = {
     "missing": (lambda ref, tmp: str(tmp / "missing.nc"), r"missing\.nc: file does not exist"),
     "garbage_nc": (lambda ref, tmp: _bytes(tmp, "garbage.nc", b"\x00junk" * 300),
                    r"garbage\.nc: cannot read as netcdf"),
-    "truncated_nc4": (lambda ref, tmp: _truncate(write_netcdf(ref, tmp / "cut.nc"), lambda n: n // 2),
+    "truncated_nc4": (lambda ref, tmp: truncate_file(write_netcdf(ref, tmp / "cut.nc"), lambda n: n // 2),
                       r"cut\.nc: cannot read as netcdf"),
-    "truncated_nc3": (lambda ref, tmp: _truncate(write_netcdf(ref, tmp / "cut3.nc", fmt="NETCDF3_64BIT"),
+    "truncated_nc3": (lambda ref, tmp: truncate_file(write_netcdf(ref, tmp / "cut3.nc", fmt="NETCDF3_64BIT"),
                                                  lambda n: n // 2),
                       r"cut3\.nc: truncated or corrupted netCDF-3"),
-    "corrupt_zarr": (_corrupt_zarr, r"broken\.zarr: cannot read as zarr"),
+    "corrupt_zarr": (lambda ref, tmp: corrupt_zarr(ref, tmp / "broken.zarr"),
+                     r"broken\.zarr: cannot read as zarr"),
     "not_a_store": (_empty_dir, r"empty_dir: unknown data format"),
     "unknown_suffix": (lambda ref, tmp: _bytes(tmp, "notes.txt", b"hello"),
                        r"notes\.txt: unknown data format"),
     "garbage_grib": (lambda ref, tmp: _bytes(tmp, "junk.grib", b"\x01" * 500),
                      r"junk\.grib: cannot read as grib"),
-    "truncated_grib": (lambda ref, tmp: _truncate(write_grib(_grib_expected(ref), tmp / "cut.grib2"),
+    "truncated_grib": (lambda ref, tmp: truncate_file(write_grib(_grib_expected(ref), tmp / "cut.grib2"),
                                                   lambda n: n - 7), r"cut\.grib2: cannot read as grib"),
     "unregistered_memory": (lambda ref, tmp: "mem://nobody", r"mem://nobody: no in-memory dataset named"),
 }

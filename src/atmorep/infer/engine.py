@@ -244,7 +244,7 @@ def prediction_layout(runner: DomainRunner, request: InferenceRequest, plan: Inf
         "config": json.dumps(predictor.config.model_dump(mode="json")),
     }
     attrs |= seam_attrs(plan.tiles, predictor.config)
-    transforms = {name: store.transform(name) for name in predictor.predicted if store.transform(name)}
+    transforms = {name: transform for name in predictor.predicted if (transform := store.transform(name))}
     if transforms:
         attrs["transforms"] = json.dumps(transforms)
     if request.task == "downscale":
