@@ -152,6 +152,7 @@ class TrainConfig(_Strict):
     log_every: int = Field(10, ge=1)
     validate_every: int = Field(200, ge=1)
     validation_batches: int = Field(8, ge=1)
+    calibrate_spread: bool = True  # fit the ensemble's spread factors on the validation batches at the end
     checkpoint_every: int = Field(200, ge=1)
 
 

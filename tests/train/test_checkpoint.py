@@ -81,10 +81,21 @@ def test_version_one_weights_under_a_first_guess_config_fail_with_one_line(confi
     assert "\n" not in str(error.value)
 
 
-def test_residual_scales_round_trip(config, statistics, tmp_path):
+def test_version_two_checkpoints_load_with_uncalibrated_spread(config, statistics, tmp_path):
     contents = _contents(config, statistics)
-    scales = {name: value for name, value in contents.weights.items() if name.endswith("scale")}
-    assert {"tails.t.scale", "embeddings.t.difference_scale"} <= set(scales)
+    weights = {name: value for name, value in contents.weights.items() if not name.endswith(".spread")}
+    assert len(weights) == len(contents.weights) - 1  # the one predicted field's tail
+    old = replace(contents, weights=weights, meta={**contents.meta, "version": 2})
+    write_checkpoint(tmp_path / "v2", old)
+    model, _, _ = load_model(tmp_path / "v2")
+    assert torch.equal(model.tails["t"].spread, torch.ones_like(model.tails["t"].scale))
+    assert read_checkpoint(tmp_path / "v2").meta["version"] == ckpt.FORMAT_VERSION
+
+
+def test_residual_scales_and_spread_factors_round_trip(config, statistics, tmp_path):
+    contents = _contents(config, statistics)
+    scales = {name: value for name, value in contents.weights.items() if name.endswith(("scale", "spread"))}
+    assert {"tails.t.scale", "tails.t.spread", "embeddings.t.difference_scale"} <= set(scales)
     weights = {name: value + 0.25 if name in scales else value for name, value in contents.weights.items()}
     write_checkpoint(tmp_path / "ckpt", replace(contents, weights=weights))
     model, _, _ = load_model(tmp_path / "ckpt")

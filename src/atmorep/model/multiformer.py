@@ -170,7 +170,8 @@ class MultiFormer(nn.Module):
             guess = guesses[name][target]  # [M, D_f]
             kind = kinds[name][target].long()  # [M]
             members, residual, scale = self.tails[name].members(states, guess, level, kind)
-            predictions[name] = FieldPrediction.from_members(members, guess, scale, residual)
+            predictions[name] = FieldPrediction.from_members(members, guess=guess, scale=scale,
+                                                             residual=residual, level=level, kind=kind)
         return predictions
 
     def forward(self, tokens: Mapping[str, Tensor], modes: Mapping[str, Tensor], alpha: Mapping[str, Tensor],

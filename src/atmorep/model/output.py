@@ -24,6 +24,8 @@ class FieldPrediction:
         scale: ``[M, 1]`` the scale of each target's correction (None without a first guess).
         residual: ``[M, E, D_f]`` the scaled corrections ``(members - guess) / scale`` as the tail
             gave them (None without a first guess).
+        level: ``[M]`` int64 level index of each target (None without a first guess).
+        kind: ``[M]`` int64 kind of first guess of each target (None without a first guess).
     """
 
     members: Tensor
@@ -31,12 +33,14 @@ class FieldPrediction:
     guess: Tensor | None = None
     scale: Tensor | None = None
     residual: Tensor | None = None
+    level: Tensor | None = None
+    kind: Tensor | None = None
 
     @classmethod
-    def from_members(cls, members: Tensor, guess: Tensor | None = None, scale: Tensor | None = None,
-                     residual: Tensor | None = None) -> FieldPrediction:
-        """Mean and spread (divisor E) of ``members [M, E, D_f]``."""
-        return cls(members=members, mean=members.mean(dim=1), guess=guess, scale=scale, residual=residual)
+    def from_members(cls, members: Tensor, **first_guess: Tensor | None) -> FieldPrediction:
+        """The prediction of ``members [M, E, D_f]`` with its mean (``first_guess``: guess, scale,
+        residual, level and kind)."""
+        return cls(members=members, mean=members.mean(dim=1), **first_guess)
 
     @property
     def spread(self) -> Tensor:

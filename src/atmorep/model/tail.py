@@ -5,7 +5,10 @@ computed for all members at once as one batched product over the ``[E, D, D_f]``
 first guess (``model.first_guess``) these outputs are the *scaled corrections*: member ``e`` is
 ``guess + scale * (s @ W_e + b_e)`` (:meth:`EnsembleTail.members`), with ``scale`` the RMS of the
 guess's error for the token's level and kind of guess, estimated from training data and kept in the
-buffer ``scale [L, K]`` (saved with the weights). The tail
+buffer ``scale [L, K]`` (saved with the weights). Outside training (``module.eval()``) each member's
+deviation from the ensemble mean is multiplied by the spread factor of its level and kind of guess,
+the buffer ``spread [L, K]``: ones while training, fitted on validation data when training ends
+(:mod:`atmorep.train.calibration`), so the losses always score the raw ensemble. The tail
 runs outside autocast, in the precision of its parameters promoted to at least float32, so the
 predicted values and the losses on them keep full precision under mixed-precision training.
 """
@@ -41,6 +44,7 @@ class EnsembleTail(nn.Module):
         self.bias = nn.Parameter(torch.empty(members, values))
         if scales is not None:  # (levels, kinds of first guess)
             self.register_buffer("scale", torch.ones(scales))
+            self.register_buffer("spread", torch.ones(scales))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -65,7 +69,7 @@ class EnsembleTail(nn.Module):
 
     def members(self, states: Tensor, guess: Tensor, level: Tensor,
                 kind: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Members as the first guess plus the scaled correction.
+        """Members as the first guess plus the scaled correction (spread-calibrated outside training).
 
         Args:
             states: ``[M, D]`` decoder states of the target tokens.
@@ -80,4 +84,8 @@ class EnsembleTail(nn.Module):
         residual = self(states)  # [M, E, D_f]
         level = level if self.scale.shape[0] > 1 else torch.zeros_like(level)  # levels left to the store
         scale = self.scale[level, kind].to(residual.dtype)[:, None]  # [M, 1]
+        if not self.training and residual.shape[1] > 1:
+            factor = self.spread[level, kind].to(residual.dtype)[:, None, None]  # [M, 1, 1]
+            mean = residual.mean(dim=1, keepdim=True)  # the deviations scaled; exact for a factor of one
+            residual = factor * residual + (1.0 - factor) * mean
         return guess.to(residual.dtype)[:, None] + scale[:, None] * residual, residual, scale

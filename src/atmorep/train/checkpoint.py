@@ -43,7 +43,7 @@ from atmorep.model.multiformer import MultiFormer, build_model
 logger = logging.getLogger(__name__)
 
 FORMAT = "atmorep-checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 WEIGHTS, CONFIG, STATISTICS, META, TRAIN_STATE = (
     "model.safetensors", "config.yaml", "statistics.json", "meta.json", "train_state.pt")
 CHECKPOINT_DIR = "checkpoint"  # the latest checkpoint of a run: run_dir / CHECKPOINT_DIR
@@ -98,6 +98,20 @@ def absolute_tail(checkpoint: Checkpoint) -> Checkpoint:
     config = dict(checkpoint.config)
     config["model"] = {**config.get("model", {}), "first_guess": False}
     return replace(checkpoint, config=config)
+
+
+@register_migration(2)
+def uncalibrated_spread(checkpoint: Checkpoint) -> Checkpoint:
+    """Version 2 predated the spread calibration: its tails get spread factors of one (the raw ensemble).
+
+    Every first-guess tail (one with a ``tails.<field>.scale`` buffer) gains ``tails.<field>.spread``
+    of the same shape; calibrating needs a training run's end.
+    """
+    weights = dict(checkpoint.weights)
+    for key, scale in checkpoint.weights.items():
+        if key.startswith("tails.") and key.endswith(".scale"):
+            weights.setdefault(key[: -len("scale")] + "spread", torch.ones_like(scale))
+    return replace(checkpoint, weights=weights)
 
 
 def migrate(checkpoint: Checkpoint, where: str = "checkpoint") -> Checkpoint:

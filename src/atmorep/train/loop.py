@@ -5,7 +5,9 @@ One optimiser step draws ``optim.accumulate`` batches from this rank's stream, r
 back-propagates the mean loss (gradients all-reduced on the last micro-batch only), clips the
 gradient norm, and steps AdamW and the learning-rate schedule. Then, on their intervals: a
 ``"train"`` metrics record (``log_every``), validation on the validation stores with fixed masks
-(``validate_every``), and a checkpoint (``checkpoint_every``, and at the end).
+(``validate_every``), and a checkpoint (``checkpoint_every``, and at the end). When the run ends
+by ``max_steps`` or ``max_minutes``, the ensemble's spread is calibrated on the validation batches
+first (``train.calibrate_spread``, :mod:`atmorep.train.calibration`).
 
 Stopping: after ``max_steps``; or, cleanly with a checkpoint, when ``max_minutes`` of wall-clock
 time have passed or the process receives SIGTERM (as SLURM sends before a time limit). A loss or
@@ -50,6 +52,7 @@ from atmorep.runtime import (
     set_rng_state,
 )
 from atmorep.train import distributed
+from atmorep.train.calibration import calibration_tasks, fit_spread
 from atmorep.train.checkpoint import CHECKPOINT_DIR, CheckpointError, find_checkpoint
 from atmorep.train.checks import check_train_config, with_levels
 from atmorep.train.metrics import MetricsLogger, ProgressBar, Throughput, flops_per_sample, peak_flops
@@ -206,6 +209,8 @@ class Trainer:
                 pending = []
             progress.update(step)
             reason = self._stop_reason(started) or ("max_steps" if step == train.max_steps else "")
+            if reason in ("max_steps", "max_minutes"):
+                self._calibrate()
             if step % train.validate_every == 0 or reason in ("max_steps", "max_minutes"):
                 self._validate()
             if reason or step % train.checkpoint_every == 0:
@@ -278,6 +283,17 @@ class Trainer:
             logger.info("step %d/%d: loss %.4f, lr %.3g, %.1f samples/s, %.3g tokens/s", self.state.step,
                         self.config.train.max_steps, record["loss"], record["lr"], rates["samples_per_s"],
                         rates["tokens_per_s"])
+
+    def _calibrate(self) -> None:
+        """Fit the spread factors on the validation batches (first-guess models with validation stores)."""
+        module = self.parts.model.module
+        if not (self.config.train.calibrate_spread and self.config.model.first_guess):
+            return
+        if self.validator.dataset is None:
+            logger.info("no validation stores: the ensemble's spread is left uncalibrated")
+            return
+        fit_spread(module, self.parts.model.forward, self.validator.batches(), self.config, self.runtime,
+                   calibration_tasks(self.config))
 
     def _validate(self) -> None:
         result = self.validator.run(self.parts.model)
