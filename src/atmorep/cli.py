@@ -395,6 +395,37 @@ def infer(
                   f"({result.tiles_per_second:.1f} tiles/s, {result.fields_per_second:.2f} domain passes/s)")
 
 
+@app.command("calibrate")
+@friendly_errors
+def calibrate(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint directory, or a run directory holding one.")],
+    data: Annotated[Path, typer.Option(help="A held-out prepared store (the validation period).")],
+    task: Annotated[list[str] | None, typer.Option(
+        help="A task to calibrate (repeatable): forecast, interpolate, infill, downscale (default: all).")
+    ] = None,
+    every_hours: Annotated[float, typer.Option(help="Spacing of the cases' reference times.")] = 24.0,
+    lead_hours: Annotated[float | None, typer.Option(help="Forecast: the lead to calibrate.")] = None,
+    infill_region: Annotated[
+        Region4 | None, typer.Option(help="Infill: lat_min lat_max lon_min lon_max to fill.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Tiles per model call.")] = 16,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
+) -> None:
+    """Calibrate the ensemble's spread on tiled predictions of held-out data (rewrites the checkpoint)."""
+    from atmorep.calibrate import TASK_KINDS, CalibrationRequest
+    from atmorep.calibrate import calibrate as run_calibration
+
+    request = CalibrationRequest(checkpoint, data, tuple(task or TASK_KINDS), every_hours=every_hours,
+                                 lead_hours=lead_hours, infill_region=infill_region, batch_size=batch_size,
+                                 device=device, precision=precision)
+    result = run_calibration(request)
+    for name, ratios in result.before.items():
+        described = ", ".join(f"{field} {ratio:.3g}" for field, ratio in ratios.items())
+        console.print(f"{name}: spread/skill before calibration: {described}")
+    console.print(f"wrote the spread factors that make it one on '{data}' to {result.checkpoint}")
+
+
 # --------------------------------------------------------------------------------------- evaluate
 
 

@@ -9,13 +9,15 @@ Steps, each skipped when its output is already complete (so a re-run reuses fini
 3. draw a few batches (a sampling check that prints what the model will see);
 4. train the ``tiny`` preset for a bounded wall-clock time (a finished run is marked ``done.json``
    and not trained again; an interrupted one resumes from its checkpoint);
-5. infer on the held-out test period, every ``case_every_hours``, all four zero-shot tasks over the
+5. calibrate the ensemble's spread on tiled predictions of the validation period
+   (:mod:`atmorep.calibrate`; skipped when the checkpoint already is);
+6. infer on the held-out test period, every ``case_every_hours``, all four zero-shot tasks over the
    globe: forecasts (one-shot lead and a rollout step of the ensemble mean), temporal
    interpolations, infill of a region (``infill_region``) and downscaling;
-6. evaluate them against the test truth and each task's baselines (persistence, trend, the model's
+7. evaluate them against the test truth and each task's baselines (persistence, trend, the model's
    first guess, climatology of the training period; linear and cubic interpolation; a spatial fill;
    bilinear and bicubic upsampling), write the tables and a report with figures;
-7. print the summary table (per task and field the model against the baselines) and one
+8. print the summary table (per task and field the model against the baselines) and one
    science-check line per task and field (:func:`science_checks`).
 """
 
@@ -78,6 +80,7 @@ class QuickstartPlan:
     forecast_lead_hours: float = 6.0
     rollout: str = "mean"
     case_every_hours: float = 12.0
+    calibration_every_hours: float = 24.0
     batch_size: int = 16
 
     def with_days(self, train_days: float, eval_days: float) -> QuickstartPlan:
@@ -160,42 +163,49 @@ def run(plan: QuickstartPlan, console: Console | None = None) -> None:
     from atmorep.data.demo import sample_demo
 
     console = console or Console()
-    console.rule("1/7 simulate the default corpus")
+    console.rule("1/8 simulate the default corpus")
     simulate_periods(plan)
-    console.rule("2/7 prepare stores")
+    console.rule("2/8 prepare stores")
     config = run_config(plan)
     prepare_periods(plan, config)
-    console.rule("3/7 sample boxes")
+    console.rule("3/8 sample boxes")
     box = config.data.box.shape
     console.print(sample_demo([str(plan.store(plan.periods[0]))], [f.name for f in config.fields], box,
                               config.data.boxes_per_window, 2, 0, 0))
-    console.rule("4/7 train the tiny model")
+    console.rule("4/8 train the tiny model")
     train_once(plan, config, console)
-    console.rule("5/7 infer on the test period")
+    console.rule("5/8 calibrate the ensemble's spread on the validation period")
+    calibrate_once(plan, console)
+    console.rule("6/8 infer on the test period")
     predictions = infer_test_period(plan, console)
-    console.rule("6/7 evaluate against the baselines")
+    console.rule("7/8 evaluate against the baselines")
     result = evaluate_predictions(plan, predictions, console)
-    console.rule("7/7 summary")
+    console.rule("8/8 summary")
     console.print(summary(result.summary))
 
 
-def case_times(plan: QuickstartPlan, task: str, config: RunConfig) -> tuple:
-    """Reference times of the test period whose windows and verifying truth lie inside its store."""
-    import numpy as np
+def calibrate_once(plan: QuickstartPlan, console: Console) -> None:
+    """Calibrate the run's checkpoint on the validation period with the plan's tasks, unless it is."""
+    from atmorep.calibrate import TASK_KINDS, CalibrationRequest, calibrate, is_calibrated
 
-    from atmorep.data.store import Store
-    from atmorep.infer.tasks import case_layout
+    tasks = tuple(task for task in plan.tasks if task in TASK_KINDS)
+    if not tasks or is_calibrated(plan.run_dir, tasks):
+        console.print("the checkpoint's spread is calibrated already")
+        return
+    result = calibrate(CalibrationRequest(plan.run_dir, plan.store(plan.period("validation")), tasks,
+                                          every_hours=plan.calibration_every_hours,
+                                          infill_region=plan.infill_region, batch_size=plan.batch_size))
+    for task, ratios in result.before.items():
+        described = ", ".join(f"{name} {ratio:.3g}" for name, ratio in ratios.items())
+        console.print(f"{task}: spread/skill on the validation period before calibration: {described}")
 
-    axis = Store(plan.store(plan.period("test"))).time
-    layout = case_layout(task, config)
-    spacing = (axis[1] - axis[0]) * config.data.time_step
-    after = plan.forecast_lead_hours if task == "forecast" else (layout.window - 1 - layout.reference) * (
-        spacing / np.timedelta64(1, "h"))
-    first = axis[0] + layout.reference * spacing
-    last = axis[-1] - np.timedelta64(int(after * 3600), "s")
-    every = np.timedelta64(int(plan.case_every_hours * 3600), "s")
-    times = np.arange(first, last + np.timedelta64(1, "s"), every)
-    return tuple(times[np.isin(times, axis)])
+
+def case_times(plan: QuickstartPlan, task: str, config: RunConfig, period: str = "test") -> tuple:
+    """Reference times of a period whose windows and verifying truth lie inside its store."""
+    from atmorep.infer.tasks import case_times as times_in_store
+
+    return times_in_store(plan.store(plan.period(period)), task, config, plan.case_every_hours,
+                          plan.forecast_lead_hours)
 
 
 def infer_test_period(plan: QuickstartPlan, console: Console) -> dict[str, Path]:

@@ -20,6 +20,7 @@ on what is hidden; in a tile, a token is a target when any of its points is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -165,3 +166,21 @@ def _random_blocks(window: int, grid: tuple[int, int], ratio: float, block: tupl
     for axis, b in enumerate(block):
         blocks = blocks.repeat_interleave(b, dim=axis)
     return blocks[:window, :grid[0], :grid[1]].contiguous()  # [T, H, W]
+
+
+def case_times(store: str | Path, task: str, config: RunConfig, every_hours: float,
+               lead_hours: float | None = None) -> tuple[np.datetime64, ...]:
+    """Reference times every ``every_hours`` from the first one whose window and verifying truth lie
+    inside ``store`` (a forecast's truth reaches ``lead_hours`` after its reference)."""
+    from atmorep.data.store import Store
+
+    axis = Store(store).time
+    layout = case_layout(task, config)
+    spacing = (axis[1] - axis[0]) * config.data.time_step
+    after = lead_hours if task == "forecast" and lead_hours is not None else (
+        (layout.window - 1 - layout.reference) * (spacing / np.timedelta64(1, "h")))
+    first = axis[0] + layout.reference * spacing
+    last = axis[-1] - np.timedelta64(int(after * 3600), "s")
+    every = np.timedelta64(int(every_hours * 3600), "s")
+    times = np.arange(first, last + np.timedelta64(1, "s"), every)
+    return tuple(times[np.isin(times, axis)])

@@ -1,0 +1,80 @@
+"""Spread calibration on tiled predictions: after it, each task's spread/skill on its store is one."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from atmorep.calibrate import TASK_KINDS, CalibrationRequest, _spread_skill, calibrate, is_calibrated
+from atmorep.errors import DataError
+from atmorep.infer.engine import infer
+from atmorep.infer.predictor import BoxPredictor
+from atmorep.infer.request import InferenceRequest
+from atmorep.infer.tasks import case_times
+from atmorep.train.calibration import FACTOR_RANGE
+from atmorep.train.checkpoint import read_checkpoint, read_meta
+
+TASKS = ("forecast", "interpolate", "infill", "downscale")
+REGION = (-30.0, 30.0, 0.0, 90.0)
+
+
+def _request(checkpoint: Path, store: Path) -> CalibrationRequest:
+    return CalibrationRequest(checkpoint, store, TASKS, every_hours=12.0, infill_region=REGION, device="cpu",
+                              precision="float32")
+
+
+def test_calibration_makes_every_tasks_spread_skill_one_on_its_store(checkpoint, truth_store, tmp_path):
+    copy = shutil.copytree(checkpoint, tmp_path / "checkpoint")
+    before = read_checkpoint(copy).weights
+    assert not is_calibrated(copy, TASKS)
+    result = calibrate(_request(copy, truth_store))
+    after = read_checkpoint(copy).weights
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.endswith(".spread") for name in changed)
+    assert is_calibrated(copy, TASKS) and not is_calibrated(copy, (*TASKS, "reconstruct"))
+    assert read_meta(copy)["spread_calibration"]["spread_skill_before"] == result.before
+
+    predictor, checked = BoxPredictor.from_checkpoint(copy, "cpu", "float32"), 0
+    for task in TASKS:
+        output = tmp_path / f"{task}.zarr"
+        infer(InferenceRequest(copy, truth_store, output, task=task,
+                               times=case_times(truth_store, task, predictor.config, 12.0),
+                               infill_region=REGION if task == "infill" else None, batch_size=16,
+                               device="cpu", precision="float32"), predictor=predictor)
+        for name, ratio in _spread_skill(output, truth_store).items():
+            factor = after[f"tails.{name}.spread"][:, TASK_KINDS[task]]
+            assert result.before[task][name] != pytest.approx(1.0, abs=0.05)  # there was something to fix
+            if ((factor > FACTOR_RANGE[0]) & (factor < FACTOR_RANGE[1])).all():
+                assert ratio == pytest.approx(1.0, abs=1e-3), (task, name)
+                checked += 1
+    assert checked >= 6  # of the 8 task and field pairs
+
+
+def test_calibration_refuses_unknown_tasks(checkpoint, truth_store, tmp_path):
+    copy = shutil.copytree(checkpoint, tmp_path / "checkpoint")
+    with pytest.raises(DataError, match="tasks must be among"):
+        calibrate(CalibrationRequest(copy, truth_store, ("reconstruct",)))
+
+
+def test_the_command_calibrates_and_bad_input_is_one_line_leaving_the_checkpoint(checkpoint, truth_store,
+                                                                                 store_without_u, tmp_path):
+    from tests.infer.test_cli import _invoke, _one_line_error
+
+    copy = shutil.copytree(checkpoint, tmp_path / "run" / "checkpoint")
+    original = read_checkpoint(copy).weights
+    for args, words in [(("--task", "reconstruct"), ("tasks must be among",)),
+                        (("--data", store_without_u), ("'u'",))]:
+        options = {"--data": truth_store, **dict(zip(args[::2], args[1::2]))}
+        flat = [value for item in options.items() for value in item]
+        result = _invoke("calibrate", "--checkpoint", copy.parent, *flat)
+        _one_line_error(result, *words)
+        kept = read_checkpoint(copy).weights
+        assert all(torch.equal(value, kept[name]) for name, value in original.items())
+    result = _invoke("calibrate", "--checkpoint", copy.parent, "--data", truth_store, "--task", "downscale",
+                     "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "downscale: spread/skill before calibration" in result.output
+    assert is_calibrated(copy, ("downscale",))
