@@ -14,7 +14,7 @@ latitudes, 48 x 96 points; t, u, v on the sigma levels 0.835, 0.51, 0.2; hourly)
   ``10 N`` days;
 
 and one forecast prediction store (``I`` cases every 12 h inside the first ``N`` days, leads 1-3 h,
-8 members: the truth plus member noise) written by :class:`atmorep.infer.writer.PredictionWriter`.
+8 members: the truth plus member noise) written by :class:`atmorep.prediction_store.PredictionWriter`.
 Then :func:`atmorep.evaluate.scoring.score` and :func:`atmorep.evaluate.run.evaluate` (``maps=False``,
 a fresh output directory each time, so the climatology is computed every time) run on the 1x and
 the 10x stores, interleaved, ``R`` times each, in one process; the table gives the median seconds and
@@ -45,7 +45,7 @@ from synthetic_corpus import FIELDS, GRID, SIGMA, corpus_dataset, grid_argument
 from atmorep.data.prepare import prepare_dataset
 from atmorep.evaluate.run import evaluate
 from atmorep.evaluate.scoring import score
-from atmorep.infer.writer import PredictionLayout, PredictionWriter
+from atmorep.prediction_store import PredictionLayout, PredictionWriter
 
 TRUTH_START = "2002-03-01"
 TRAINING_START = "2001-03-01"  # the same days of year, a year earlier

@@ -44,6 +44,7 @@ from rich.console import Console
 from rich.table import Table
 from synthetic_corpus import GRID, corpus_dataset, grid_argument
 
+from atmorep.checkpoint import Checkpoint, checkpoint_meta, write_checkpoint
 from atmorep.config import RunConfig, load_config
 from atmorep.data.prepare import prepare_dataset
 from atmorep.data.statistics import Statistics
@@ -55,7 +56,6 @@ from atmorep.infer.tasks import case_layout
 from atmorep.infer.tiling import TilePlan
 from atmorep.model.multiformer import build_model
 from atmorep.quickstart import CONFIG
-from atmorep.train.checkpoint import Checkpoint, checkpoint_meta, write_checkpoint
 
 START = "2001-03-01"
 COLUMNS = ("config", "tiles per pass", "batch size", "tiles/s", "domain passes/s", "seconds (best / median)",

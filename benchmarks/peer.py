@@ -29,6 +29,7 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from atmorep.batch import BatchMetadata
+from atmorep.checkpoint import load_model, resolve_checkpoint
 from atmorep.data.dataset import BoxDataset, make_loader
 from atmorep.evaluate.run import evaluate
 from atmorep.infer.engine import infer
@@ -36,7 +37,6 @@ from atmorep.infer.predictor import BoxPredictor
 from atmorep.infer.request import InferenceRequest
 from atmorep.infer.tasks import case_layout
 from atmorep.quickstart import QuickstartPlan, case_times
-from atmorep.train.checkpoint import load_model, resolve_checkpoint
 
 logger = logging.getLogger("peer")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from atmorep.checkpoint import read_meta
 from atmorep.data.store import Store
 from atmorep.infer.request import check_compatible
-from atmorep.train.checkpoint import read_meta
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SMALL_MODEL = ("model.dim=16", "model.heads=2", "model.encoder_layers=1", "model.decoder_layers=1",

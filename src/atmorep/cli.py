@@ -375,10 +375,10 @@ def infer(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Zero-shot inference with a trained model over a region or the globe (WeatherBench-2 zarr output)."""
+    from atmorep.checkpoint import resolve_checkpoint
     from atmorep.infer.engine import infer as run_inference
     from atmorep.infer.request import InferenceRequest, reference_times
     from atmorep.progress import progress_bar
-    from atmorep.train.checkpoint import resolve_checkpoint
 
     if rollout not in ("members", "mean"):
         raise AtmorepError(f"--rollout must be 'members' or 'mean', got '{rollout}'")

@@ -118,7 +118,7 @@ class ModelConfig(_Strict):
     alpha_embedding: bool = True
     checkpoint_activations: bool = False
     # Hidden tokens start from a first guess and the tail predicts its scaled correction (DESIGN.md
-    # section 10, atmorep.data.first_guess); false: from a mask vector, absolute values (ablation).
+    # section 10, atmorep.numerics.first_guess); false: from a mask vector, absolute values (ablation).
     first_guess: bool = True
 
 
@@ -263,7 +263,7 @@ def format_validation_error(error: ValidationError, source: str) -> str:
 
 def resolve_config(data: Mapping, overrides: Sequence[str] = (), source: str = "config") -> RunConfig:
     """Validate a config dict after applying overrides (and the model preset)."""
-    from atmorep.model.presets import apply_preset  # presets are model knowledge
+    from atmorep.presets import apply_preset  # presets are model knowledge
 
     merged = apply_overrides(dict(data), overrides)
     try:

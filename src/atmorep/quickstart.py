@@ -210,12 +210,12 @@ def case_times(plan: QuickstartPlan, task: str, config: RunConfig, period: str =
 
 def infer_test_period(plan: QuickstartPlan, console: Console) -> dict[str, Path]:
     """Predict the test period with every task of the plan; reuse predictions of the same checkpoint."""
+    from atmorep.checkpoint import resolve_checkpoint
     from atmorep.infer.engine import infer
     from atmorep.infer.predictor import BoxPredictor
     from atmorep.infer.request import InferenceRequest
-    from atmorep.infer.writer import open_prediction
+    from atmorep.prediction_store import open_prediction
     from atmorep.progress import progress_bar
-    from atmorep.train.checkpoint import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(plan.run_dir)
     predictor = BoxPredictor.from_checkpoint(checkpoint)
@@ -239,7 +239,7 @@ def infer_test_period(plan: QuickstartPlan, console: Console) -> dict[str, Path]
 
 
 def _same_checkpoint(attrs: dict, checkpoint: Path) -> bool:
-    from atmorep.train.checkpoint import read_meta
+    from atmorep.checkpoint import read_meta
 
     return attrs.get("checkpoint_step") == read_meta(checkpoint).get("step")
 

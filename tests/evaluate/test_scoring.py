@@ -13,10 +13,10 @@ import torch
 import xarray as xr
 import zarr.storage
 
-from atmorep.data.first_guess import spatial_fill
 from atmorep.data.prepare import prepare_dataset
 from atmorep.errors import DataError
 from atmorep.evaluate.scoring import Scores, read_scores, score, summary_table, write_scores
+from atmorep.numerics.first_guess import spatial_fill
 
 LEVELS = np.array([500.0, 850.0])
 LATITUDES = np.linspace(-80.0, 80.0, 9)  # 20 degrees

@@ -3,7 +3,7 @@
 The truth store is the synthetic store of ``tests/train/conftest.py`` (t and u at 500 and 850 hPa,
 48 hourly steps from 2001-03-01T00 on a 19 x 36 grid of 10 degrees). The checkpoint is an untrained
 tiny model of that data: box (6, 8, 8), tokens (2, 4, 4), 4 ensemble members, one forecast time
-token; written once per session with :func:`atmorep.train.checkpoint.write_checkpoint`. Variants of
+token; written once per session with :func:`atmorep.checkpoint.write_checkpoint`. Variants of
 the store (NaN after a time, a field or a level missing, a coarser grid) are built on first use.
 """
 
@@ -17,6 +17,7 @@ import pytest
 import torch
 import zarr
 
+from atmorep.checkpoint import Checkpoint, checkpoint_meta, write_checkpoint
 from atmorep.config import RunConfig, resolve_config
 from atmorep.data.prepare import prepare_dataset
 from atmorep.data.statistics import Statistics
@@ -24,7 +25,6 @@ from atmorep.data.store import Store
 from atmorep.infer.predictor import BoxPredictor
 from atmorep.infer.request import InferenceRequest
 from atmorep.model.multiformer import build_model
-from atmorep.train.checkpoint import Checkpoint, checkpoint_meta, write_checkpoint
 from tests.data.synthetic import internal_dataset
 from tests.train.conftest import config_dict, make_store
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from atmorep.calibrate import TASK_KINDS, CalibrationRequest, _spread_skill, calibrate, is_calibrated
+from atmorep.checkpoint import read_checkpoint, read_meta
 from atmorep.errors import DataError
 from atmorep.infer.engine import infer
 from atmorep.infer.predictor import BoxPredictor
 from atmorep.infer.request import InferenceRequest
 from atmorep.infer.tasks import case_times
 from atmorep.train.calibration import FACTOR_RANGE
-from atmorep.train.checkpoint import read_checkpoint, read_meta
 
 TASKS = ("forecast", "interpolate", "infill", "downscale")
 REGION = (-30.0, 30.0, 0.0, 90.0)

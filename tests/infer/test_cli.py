@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from atmorep.cli import app
-from atmorep.infer.writer import open_prediction
+from atmorep.prediction_store import open_prediction
 
 
 def _invoke(*args: str):

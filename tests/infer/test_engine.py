@@ -21,14 +21,14 @@ import xarray as xr
 from torch import Tensor
 
 from atmorep.batch import BatchMetadata
-from atmorep.data.masking import COARSENED, MASKED, VISIBLE
 from atmorep.errors import AtmorepError, DataError
 from atmorep.infer.engine import infer, seam_attrs
 from atmorep.infer.predictor import BoxPredictor, coarsen_points, token_modes
 from atmorep.infer.tasks import region_points
 from atmorep.infer.tiling import TilePlan
-from atmorep.infer.writer import open_prediction
 from atmorep.io import temporary_sibling
+from atmorep.numerics.modes import COARSENED, MASKED, VISIBLE
+from atmorep.prediction_store import open_prediction
 from tests.infer.conftest import FIELDS, NAN_FROM, hours, store_time
 
 WRAPPED = (-40.0, 40.0, 300.0, 60.0)  # a region across the 0/360 meridian: 9 x 13 points, 2 x 3 tiles

@@ -11,8 +11,8 @@ import xarray as xr
 
 from atmorep.errors import DataError
 from atmorep.fields import field_spec
-from atmorep.infer.writer import PredictionLayout, PredictionWriter, open_prediction
 from atmorep.io import temporary_sibling
+from atmorep.prediction_store import PredictionLayout, PredictionWriter, open_prediction
 
 OFFSETS = np.array([30, 60, 90], dtype="timedelta64[m]")  # P = 3, half-hour steps
 TIMES = np.array(["2020-01-01T00", "2020-01-01T06", "2021-03-01T12:00:01"], dtype="datetime64[s]")
@@ -376,7 +376,7 @@ def test_a_failure_while_finalising_leaves_nothing(tmp_path, monkeypatch):
 def test_transformed_fields_say_so_in_the_prediction_store():
     import json
 
-    from atmorep.infer.writer import _field_attrs
+    from atmorep.prediction_store import _field_attrs
 
     transform = {"atmorep_transform": "log1p", "atmorep_transform_scale": 1e-4, "atmorep_physical_units": "m"}
     attrs = _field_attrs("tp", json.dumps({"tp": transform}))

@@ -9,7 +9,7 @@ import torch
 
 from atmorep.batch import BatchMetadata
 from atmorep.config import RunConfig, resolve_config
-from atmorep.data.tokens import token_alpha, token_grid
+from atmorep.numerics.tokens import token_alpha, token_grid
 
 LEVELS = {"t": (850.0, 500.0), "u": (850.0,)}
 

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from atmorep.data.masking import MASKED, VISIBLE
 from atmorep.model.embedding import (
     POSITION_MAX_PERIOD,
     AlphaEmbedding,
@@ -17,6 +16,7 @@ from atmorep.model.embedding import (
     positional_encoding,
     sub_token_positions,
 )
+from atmorep.numerics.modes import MASKED, VISIBLE
 
 GRID = (2, 3, 4, 6)  # (L, nT, nH, nW): every axis a different length
 

@@ -7,9 +7,9 @@ import torch
 from conftest import make_config, make_inputs
 
 from atmorep.config import ConfigError
-from atmorep.data.masking import MASKED, VISIBLE
 from atmorep.errors import DataError
 from atmorep.model import build_model
+from atmorep.numerics.modes import MASKED, VISIBLE
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

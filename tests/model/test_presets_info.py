@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from atmorep.config import resolve_config
 from atmorep.model import build_model, count_parameters, describe_model
 from atmorep.model.decoder import encoder_layer_for_block
-from atmorep.model.presets import PRESETS
+from atmorep.presets import PRESETS
 
 PAPER_LEVELS = [500.0, 700.0, 850.0, 925.0, 1000.0]
 

@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
+from atmorep.checkpoint import load_model
 from atmorep.data.dataset import BoxDataset
-from atmorep.data.first_guess import GUESS_KINDS, KIND_VISIBLE
-from atmorep.data.temporal_fit import BETWEEN, TREND
 from atmorep.model.multiformer import build_model
 from atmorep.model.tail import EnsembleTail
+from atmorep.numerics.first_guess import GUESS_KINDS, KIND_VISIBLE
+from atmorep.numerics.temporal_fit import BETWEEN, TREND
 from atmorep.runtime import make_runtime, seed_everything
 from atmorep.train.calibration import FACTOR_RANGE, SpreadSums, calibration_tasks, fit_spread, measure_spread
-from atmorep.train.checkpoint import load_model
 from atmorep.train.checks import with_levels
 from atmorep.train.loop import train
 from atmorep.train.residual_scales import initialise_scales

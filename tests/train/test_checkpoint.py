@@ -9,12 +9,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from atmorep.config import resolve_config
-from atmorep.data.statistics import FieldStatistics, Statistics
-from atmorep.io import temporary_sibling
-from atmorep.model.multiformer import build_model
-from atmorep.train import checkpoint as ckpt
-from atmorep.train.checkpoint import (
+from atmorep import checkpoint as ckpt
+from atmorep.checkpoint import (
     Checkpoint,
     CheckpointError,
     checkpoint_meta,
@@ -24,6 +20,10 @@ from atmorep.train.checkpoint import (
     read_train_state,
     write_checkpoint,
 )
+from atmorep.config import resolve_config
+from atmorep.data.statistics import FieldStatistics, Statistics
+from atmorep.io import temporary_sibling
+from atmorep.model.multiformer import build_model
 
 LEVELS = {"t": (850.0, 500.0), "u": (850.0,)}
 

@@ -8,8 +8,8 @@ import pytest
 
 import atmorep
 from atmorep.config import load_config
-from atmorep.data.tokens import tokens_per_field
 from atmorep.model.info import count_parameters
+from atmorep.numerics.tokens import tokens_per_field
 from atmorep.train.checks import check_train_config
 
 CONFIGS = Path(atmorep.__file__).parent / "configs"

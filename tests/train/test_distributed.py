@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from atmorep.checkpoint import read_checkpoint, read_train_state
 from atmorep.train import loop
-from atmorep.train.checkpoint import read_checkpoint, read_train_state
 from tests.train.conftest import make_config
 
 WORLD_SIZE = 2

@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
+from atmorep.checkpoint import load_model, read_checkpoint, read_train_state
 from atmorep.config import ConfigError, load_config
 from atmorep.data.dataset import BoxDataset
 from atmorep.model.multiformer import build_model
 from atmorep.runtime import make_runtime, seed_everything
 from atmorep.train import loop
-from atmorep.train.checkpoint import load_model, read_checkpoint, read_train_state
 from atmorep.train.checks import with_levels
 from atmorep.train.cli_support import train_command
 from atmorep.train.distributed import ParallelModel

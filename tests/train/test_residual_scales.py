@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from atmorep.data.first_guess import COARSE, GUESS_KINDS, KIND_VISIBLE, NOISE
-from atmorep.data.temporal_fit import BETWEEN, TREND
+from atmorep.numerics.first_guess import COARSE, GUESS_KINDS, KIND_VISIBLE, NOISE
+from atmorep.numerics.temporal_fit import BETWEEN, TREND
 from atmorep.train.residual_scales import FLOOR, ScaleSums, set_scales
 
 

@@ -14,7 +14,7 @@ A task fixes the mode of its targets through its ``mode`` attribute (``MASKED`` 
 ``rate_mask : rate_noise : rate_coarsen`` (the BERT task). Random choice of tokens follows MAE:
 draw noise per token, ``argsort`` it, keep the first ``n`` of the shuffled order and map back with
 the restore indices (:class:`TokenShuffle`). The token sequence of a field is the flattening of
-``(L, nT, nH, nW)``, as in :mod:`atmorep.data.tokens`. Every random number comes from the caller's
+``(L, nT, nH, nW)``, as in :mod:`atmorep.numerics.tokens`. Every random number comes from the caller's
 ``torch.Generator`` (drawn on the generator's device), so masking is reproducible from the
 generator state; results live on the device of the tokens.
 """
@@ -32,8 +32,7 @@ from torch import Tensor
 
 from atmorep.config import FieldConfig, MaskingConfig
 from atmorep.errors import AtmorepError
-
-VISIBLE, MASKED, NOISED, COARSENED = 0, 1, 2, 3  # token modes, stored as int8
+from atmorep.numerics.modes import COARSENED, MASKED, NOISED, VISIBLE
 
 Shape5 = tuple[int, int, int, int, int]  # (B, L, nT, nH, nW)
 

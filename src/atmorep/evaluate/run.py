@@ -27,8 +27,8 @@ from atmorep.errors import DataError
 from atmorep.evaluate.report import MapCase, map_case, markdown_table, number_cell, write_report
 from atmorep.evaluate.scoring import Scores, score, summary_table, write_scores
 from atmorep.evaluate.truth import open_store
-from atmorep.infer.writer import MASK, open_prediction
 from atmorep.io import atomic_write_text
+from atmorep.prediction_store import MASK, open_prediction
 
 logger = logging.getLogger(__name__)
 

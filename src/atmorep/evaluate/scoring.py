@@ -58,8 +58,8 @@ from atmorep.evaluate.task_baselines import (
     needed_times,
 )
 from atmorep.evaluate.truth import LazyStore, case_valid_times, select_cases
-from atmorep.infer.writer import MASK, open_prediction
 from atmorep.io import atomic_write_text
+from atmorep.prediction_store import MASK, open_prediction
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ def score(prediction: str | Path | xr.Dataset, truth: str | Path,
     store = LazyStore(truth, "truth store")
     models = {field: _model(predicted, field, name) for field in _field_names(predicted, fields, name)}
     if climatology_source is None:
-        logger.info("no climatology source: scoring without the climatology baseline and acc")
+        logger.warning("no climatology source: scoring without the climatology baseline and acc")
     references = ({} if climatology_source is None else
                   climatologies(climatology_source, models, climatology_window_days, climatology_cache))
     mask = predicted[MASK].astype(bool) if task in MASKED_TASKS else None

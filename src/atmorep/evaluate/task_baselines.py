@@ -15,7 +15,7 @@ interpolate               linear (in time, between the truth at ``time`` and at 
                           cubic (least squares through the given steps next to the gap, the
                           model's first guess), climatology
 infill, reconstruct       spatial (each hidden point filled from the given points of the same time
-                          and level, :func:`atmorep.data.first_guess.spatial_fill`, the model's
+                          and level, :func:`atmorep.numerics.first_guess.spatial_fill`, the model's
                           first guess of whole hidden columns), climatology
 downscale                 bilinear, bicubic (the truth coarsened by ``coarsen_factor`` with
                           :func:`atmorep.evaluate.baselines.coarsen` and upsampled back; the
@@ -42,9 +42,9 @@ from functools import partial
 import numpy as np
 import xarray as xr
 
-from atmorep.data.temporal_fit import CONTEXT_STEPS, TREND_DAMPING, temporal_weights
 from atmorep.errors import DataError
 from atmorep.evaluate import baselines
+from atmorep.numerics.temporal_fit import CONTEXT_STEPS, TREND_DAMPING, temporal_weights
 
 BASELINES: dict[str, tuple[str, ...]] = {  # the reference methods of each task, by builder name
     "forecast": ("persistence", "trend", "first_guess", "climatology"),
@@ -191,9 +191,9 @@ def _cubic(context: Context) -> xr.DataArray:
 
 def _spatial(context: Context) -> xr.DataArray:
     """Each hidden point filled from the given points of the same case, lead and level."""
-    import torch  # the fill is the model's own (atmorep.data.first_guess); evaluation loads torch here only
+    import torch  # the fill is the model's own (numerics.first_guess); evaluation loads torch here only
 
-    from atmorep.data.first_guess import spatial_fill
+    from atmorep.numerics.first_guess import spatial_fill
 
     def fill(values: np.ndarray, hidden: np.ndarray) -> np.ndarray:
         shape = values.shape

@@ -7,7 +7,7 @@ initialisation), normalises it with the checkpoint's statistics and applies the 
 ensemble members kept. Forecasts past the box's one-shot lead roll out
 (:mod:`atmorep.infer.rollout`): each member continues on its own output (``rollout="members"``) or
 the ensemble mean is continued (``"mean"``). The result is de-normalised and written case by case
-to a prediction store in the WeatherBench-2 layout (:mod:`atmorep.infer.writer`), atomically.
+to a prediction store in the WeatherBench-2 layout (:mod:`atmorep.prediction_store`), atomically.
 
 A window holding NaN or inf is an error naming the field and time: the model needs complete inputs.
 """
@@ -33,7 +33,7 @@ from atmorep.infer.request import InferencePlan, InferenceRequest, check_request
 from atmorep.infer.rollout import rollout
 from atmorep.infer.tasks import region_points, target_points
 from atmorep.infer.tiling import TilePlan, extract, run_tiled
-from atmorep.infer.writer import PredictionLayout, PredictionWriter
+from atmorep.prediction_store import PredictionLayout, PredictionWriter
 from atmorep.runtime import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def infer(request: InferenceRequest, progress: Progress | None = None,
     Returns:
         What was done, with timings.
     """
-    from atmorep.train.checkpoint import read_meta
+    from atmorep.checkpoint import read_meta
 
     check_request(request)
     meta = read_meta(request.checkpoint)

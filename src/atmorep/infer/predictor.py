@@ -23,10 +23,11 @@ from torch import Tensor, nn
 
 from atmorep.batch import Batch, BatchMetadata
 from atmorep.config import FieldConfig, RunConfig
-from atmorep.data.masking import COARSENED, MASKED, VISIBLE, apply_target_mask
+from atmorep.data.masking import apply_target_mask
 from atmorep.data.statistics import Statistics
-from atmorep.data.tokens import tokenise, tokenise_batch, untokenise
 from atmorep.errors import DataError
+from atmorep.numerics.modes import COARSENED, MASKED, VISIBLE
+from atmorep.numerics.tokens import tokenise, tokenise_batch, untokenise
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +73,8 @@ class BoxPredictor:
     def from_checkpoint(cls, directory: str | Path, device: str = "auto",
                         precision: str = "auto") -> BoxPredictor:
         """Load a checkpoint directory; ``device`` and ``precision`` as in ``train.device/precision``."""
+        from atmorep.checkpoint import load_model
         from atmorep.runtime import compute_dtype, detect_device
-        from atmorep.train.checkpoint import load_model
 
         torch_device = detect_device(device)
         model, config, statistics = load_model(directory, torch_device)

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from atmorep.config import RunConfig
-from atmorep.data.masking import COARSENED, MASKED
 from atmorep.errors import DataError
+from atmorep.numerics.modes import COARSENED, MASKED
 
 TASKS = ("forecast", "interpolate", "infill", "reconstruct", "downscale")
 Region = tuple[float, float, float, float]  # (lat_min, lat_max, lon_min, lon_max) in degrees

@@ -8,7 +8,7 @@ The embedding of a token of field f is
         + positional_encoding(level index, time index, latitude index, longitude index).
 
 * **First guess** (``model.first_guess``, the default): a hidden token enters as its first guess
-  (:mod:`atmorep.data.first_guess`) plus a learned vector per kind of guess (visible tokens have
+  (:mod:`atmorep.numerics.first_guess`) plus a learned vector per kind of guess (visible tokens have
   their own), and the differences between a token's successive time steps, divided by a per-level
   scale (their RMS in the training data, a buffer saved with the weights), get their own linear map:
   those differences are about 1 % of the values and would hardly show in the value embedding.
@@ -20,7 +20,7 @@ The embedding of a token of field f is
   point as a sub-token placed by its relative position inside the token, so one module accepts
   tokens of any size (a multi-resolution representation).
 * **Alpha** (year, day of year, hour, level, latitude, longitude, resolution; see
-  :func:`atmorep.data.tokens.token_alpha`) enters as cyclic features and a linear map
+  :func:`atmorep.numerics.tokens.token_alpha`) enters as cyclic features and a linear map
   (:func:`alpha_features`). Absolute place and time enter the model through alpha only.
 * **Position** in the box: a fixed sinusoidal code per axis, the four axis codes concatenated
   (:func:`positional_encoding`). Each axis owns its own slice of the width, so the code is correct
@@ -35,9 +35,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from atmorep.data.first_guess import GUESS_KINDS, time_differences
-from atmorep.data.masking import MASKED
 from atmorep.model.attention import SelfAttentionBlock
+from atmorep.numerics.first_guess import GUESS_KINDS, time_differences
+from atmorep.numerics.modes import MASKED
 
 POSITION_MAX_PERIOD = 1000.0  # slowest wavelength of the positional code, in token indices
 ALPHA_FEATURES = 20  # length of alpha_features(...)
@@ -112,7 +112,7 @@ def alpha_features(alpha: Tensor) -> Tensor:
     longitudes 0 and 360 (and the last and first hour of a day) give the same features.
 
     Args:
-        alpha: ``[..., 7]`` columns as :data:`atmorep.data.tokens.ALPHA_NAMES`.
+        alpha: ``[..., 7]`` columns as :data:`atmorep.numerics.tokens.ALPHA_NAMES`.
 
     Returns:
         ``[..., ALPHA_FEATURES]`` in the dtype of ``alpha``.

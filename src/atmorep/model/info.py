@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from torch import nn
 
 from atmorep.config import RunConfig
-from atmorep.data.tokens import token_grid
 from atmorep.model.multiformer import build_model
+from atmorep.numerics.tokens import token_grid
 
 GROUPS = {"embedding": "embeddings", "encoder": "encoder", "decoder": "decoders", "tail": "tails"}
 

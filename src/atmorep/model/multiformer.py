@@ -3,7 +3,7 @@
 ``forward`` runs five named stages:
 
 0. :meth:`MultiFormer.guess`: per field, the first guess of every token from what is visible
-   (:func:`atmorep.data.first_guess.first_guess`, full precision) and its kind; with
+   (:func:`atmorep.numerics.first_guess.first_guess`, full precision) and its kind; with
    ``model.first_guess: false`` the inputs as they are;
 1. :meth:`MultiFormer.embed`: per field, tokens ``[B, L, nT, nH, nW, D_f]`` (+ modes, alpha) to
    states ``[B, N_f, D]``, ``N_f = L * nT * nH * nW`` flattened in (L, nT, nH, nW) order;
@@ -28,9 +28,6 @@ import torch
 from torch import Tensor, nn
 
 from atmorep.config import ConfigError, FieldConfig, RunConfig
-from atmorep.data.first_guess import GUESS_KINDS, KIND_VISIBLE, first_guess
-from atmorep.data.masking import VISIBLE
-from atmorep.data.tokens import token_grid
 from atmorep.errors import DataError
 from atmorep.model.attention import SELF
 from atmorep.model.decoder import FieldDecoder
@@ -38,6 +35,9 @@ from atmorep.model.embedding import FieldEmbedding
 from atmorep.model.encoder import CoupledEncoder
 from atmorep.model.output import FieldPrediction, ModelOutput
 from atmorep.model.tail import EnsembleTail, autocast_disabled
+from atmorep.numerics.first_guess import GUESS_KINDS, KIND_VISIBLE, first_guess
+from atmorep.numerics.modes import VISIBLE
+from atmorep.numerics.tokens import token_grid
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class MultiFormer(nn.Module):
         Args:
             tokens: field name -> ``[B, L, nT, nH, nW, D_f]`` (masked) token values.
             modes: field name -> ``[B, L, nT, nH, nW]`` int8 (0 visible, 1 masked, 2 noised, 3 coarsened).
-            alpha: field name -> ``[B, L, nT, nH, nW, 7]`` from :func:`atmorep.data.tokens.token_alpha`.
+            alpha: field name -> ``[B, L, nT, nH, nW, 7]`` from :func:`atmorep.numerics.tokens.token_alpha`.
             return_attention: use the explicit attention path and return all attention weights.
             coarsen_factor: the block length of COARSENED tokens for the first guess (default: each
                 field's ``masking.coarsen_factor``).

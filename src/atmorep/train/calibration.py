@@ -29,9 +29,9 @@ from torch import Tensor, nn
 
 from atmorep.batch import Batch
 from atmorep.config import RunConfig
-from atmorep.data.first_guess import GUESS_KINDS
-from atmorep.data.tokens import token_grid
 from atmorep.model.output import ModelOutput
+from atmorep.numerics.first_guess import GUESS_KINDS
+from atmorep.numerics.tokens import token_grid
 from atmorep.runtime import Runtime, derive_seed
 from atmorep.train import distributed
 from atmorep.train.step import field_losses, forward_masked

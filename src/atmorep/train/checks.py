@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 from atmorep.config import ConfigError, RunConfig
 from atmorep.data.masking import TASKS
-from atmorep.data.tokens import token_grid
 from atmorep.model.multiformer import check_model_config
+from atmorep.numerics.tokens import token_grid
 from atmorep.train.losses import LOSSES
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from atmorep.checkpoint import CHECKPOINT_DIR, CheckpointError, find_checkpoint
 from atmorep.config import RunConfig, save_config
 from atmorep.data.dataset import BoxDataset, SamplerState, make_loader
 from atmorep.data.statistics import Statistics
@@ -53,7 +54,6 @@ from atmorep.runtime import (
 )
 from atmorep.train import distributed
 from atmorep.train.calibration import calibration_tasks, fit_spread
-from atmorep.train.checkpoint import CHECKPOINT_DIR, CheckpointError, find_checkpoint
 from atmorep.train.checks import check_train_config, with_levels
 from atmorep.train.metrics import MetricsLogger, ProgressBar, Throughput, flops_per_sample, peak_flops
 from atmorep.train.optimizer import build_optimizer

@@ -31,9 +31,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from atmorep.config import RunConfig
-from atmorep.data.tokens import tokens_per_field
 from atmorep.io import atomic_write_text
 from atmorep.model.multiformer import MultiFormer
+from atmorep.numerics.tokens import tokens_per_field
 
 logger = logging.getLogger(__name__)
 

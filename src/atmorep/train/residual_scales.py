@@ -24,10 +24,10 @@ from torch import nn
 
 from atmorep.config import RunConfig
 from atmorep.data.dataset import BoxDataset
-from atmorep.data.first_guess import GUESS_KINDS, KIND_VISIBLE, first_guess, time_differences
 from atmorep.data.masking import mask_fields
 from atmorep.data.statistics import Statistics
-from atmorep.data.tokens import tokenise_batch
+from atmorep.numerics.first_guess import GUESS_KINDS, KIND_VISIBLE, first_guess, time_differences
+from atmorep.numerics.tokens import tokenise_batch
 from atmorep.runtime import derive_seed
 
 logger = logging.getLogger(__name__)

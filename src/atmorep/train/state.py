@@ -1,6 +1,6 @@
 """What a training run must save to continue exactly, and saving/restoring it with a checkpoint.
 
-A training checkpoint is an inference checkpoint (:mod:`atmorep.train.checkpoint`) plus
+A training checkpoint is an inference checkpoint (:mod:`atmorep.checkpoint`) plus
 ``train_state.pt``:
 
 =============  ==========================================================================
@@ -26,12 +26,7 @@ from pathlib import Path
 
 import torch
 
-from atmorep.config import RunConfig
-from atmorep.data.dataset import SamplerState
-from atmorep.data.statistics import Statistics
-from atmorep.runtime import Runtime, rng_state
-from atmorep.train import distributed
-from atmorep.train.checkpoint import (
+from atmorep.checkpoint import (
     Checkpoint,
     CheckpointError,
     checkpoint_meta,
@@ -39,6 +34,11 @@ from atmorep.train.checkpoint import (
     read_train_state,
     write_checkpoint,
 )
+from atmorep.config import RunConfig
+from atmorep.data.dataset import SamplerState
+from atmorep.data.statistics import Statistics
+from atmorep.runtime import Runtime, rng_state
+from atmorep.train import distributed
 
 logger = logging.getLogger(__name__)
 

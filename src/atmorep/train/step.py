@@ -35,9 +35,10 @@ from torch import Tensor, nn
 
 from atmorep.batch import Batch
 from atmorep.config import RunConfig
-from atmorep.data.masking import VISIBLE, MaskedField, draw_task, mask_fields
-from atmorep.data.tokens import ALPHA_NAMES, tokenise_batch
+from atmorep.data.masking import MaskedField, draw_task, mask_fields
 from atmorep.model.output import ModelOutput
+from atmorep.numerics.modes import VISIBLE
+from atmorep.numerics.tokens import ALPHA_NAMES, tokenise_batch
 from atmorep.runtime import Runtime, derive_seed
 from atmorep.train.losses import FieldLoss, combine_losses, crps_fair, latitude_weights, mse_mean
 

@@ -20,7 +20,7 @@ from atmorep.batch import Batch
 from atmorep.config import RunConfig
 from atmorep.data.dataset import BoxDataset
 from atmorep.data.statistics import Statistics
-from atmorep.data.tokens import token_grid
+from atmorep.numerics.tokens import token_grid
 from atmorep.runtime import Runtime
 from atmorep.train import distributed
 from atmorep.train.step import VALIDATION_TASKS, evaluate_batch

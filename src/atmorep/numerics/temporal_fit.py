@@ -1,6 +1,6 @@
 """Temporal fits of a grid-point column as linear maps of its values (NumPy only).
 
-The temporal rules of the first guess (:mod:`atmorep.data.first_guess`), kept free of torch so that
+The temporal rules of the first guess (:mod:`atmorep.numerics.first_guess`), kept free of torch so that
 evaluation can apply the same rules to the truth as baselines:
 
 * a hidden step with visible steps on both sides: a least-squares polynomial through the nearest
@@ -16,7 +16,7 @@ import functools
 
 import numpy as np
 
-BETWEEN, TREND = 1, 2  # kinds of temporal guess (atmorep.data.first_guess.GUESS_KINDS)
+BETWEEN, TREND = 1, 2  # kinds of temporal guess (atmorep.numerics.first_guess.GUESS_KINDS)
 CONTEXT_STEPS = 3  # visible steps used on each side of a hidden one
 TREND_DAMPING = 0.9  # per-step damping of the extrapolated trend
 

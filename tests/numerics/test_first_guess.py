@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from atmorep.data.first_guess import (
+from atmorep.numerics.first_guess import (
     COARSE,
     KIND_VISIBLE,
     NOISE,
@@ -16,9 +16,9 @@ from atmorep.data.first_guess import (
     spatial_fill,
     time_differences,
 )
-from atmorep.data.masking import COARSENED, MASKED, NOISED, VISIBLE
-from atmorep.data.temporal_fit import BETWEEN, TREND, temporal_weights
-from atmorep.data.tokens import tokenise
+from atmorep.numerics.modes import COARSENED, MASKED, NOISED, VISIBLE
+from atmorep.numerics.temporal_fit import BETWEEN, TREND, temporal_weights
+from atmorep.numerics.tokens import tokenise
 
 TOKEN = (3, 2, 2)
 SHAPE = (2, 2, 12, 4, 6)  # [B, L, T, H, W]: 4 time tokens of 3 steps, 2 x 3 tokens in space

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atmorep.batch import BatchMetadata
-from atmorep.data.tokens import (
+from atmorep.numerics.tokens import (
     ALPHA_NAMES,
     TokenError,
     token_alpha,

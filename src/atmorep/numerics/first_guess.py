@@ -43,9 +43,9 @@ import torch.nn.functional as F
 from scipy.interpolate import make_interp_spline
 from torch import Tensor
 
-from atmorep.data.masking import COARSENED, MASKED, NOISED, VISIBLE
-from atmorep.data.temporal_fit import TREND_DAMPING, temporal_weights
-from atmorep.data.tokens import tokenise, untokenise
+from atmorep.numerics.modes import COARSENED, MASKED, NOISED, VISIBLE
+from atmorep.numerics.temporal_fit import TREND_DAMPING, temporal_weights
+from atmorep.numerics.tokens import tokenise, untokenise
 
 GUESS_KINDS = ("visible", "between", "trend", "spatial", "coarse", "noise")
 KIND_VISIBLE, SPATIAL, COARSE, NOISE = 0, 3, 4, 5  # BETWEEN = 1 and TREND = 2 come with the fit
