@@ -27,15 +27,7 @@ from pathlib import Path
 
 import torch
 
-from atmorep.data.first_guess import COARSE, SPATIAL
-from atmorep.data.temporal_fit import BETWEEN, TREND
-from atmorep.errors import DataError
-from atmorep.infer.engine import infer
-from atmorep.infer.predictor import BoxPredictor
-from atmorep.infer.request import InferenceRequest, Region
-from atmorep.infer.tasks import case_times
-from atmorep.train.calibration import FACTOR_RANGE, set_spread
-from atmorep.train.checkpoint import (
+from atmorep.checkpoint import (
     META,
     TRAIN_STATE,
     read_checkpoint,
@@ -44,6 +36,14 @@ from atmorep.train.checkpoint import (
     resolve_checkpoint,
     write_checkpoint,
 )
+from atmorep.errors import DataError
+from atmorep.infer.engine import infer
+from atmorep.infer.predictor import BoxPredictor
+from atmorep.infer.request import InferenceRequest, Region
+from atmorep.infer.tasks import case_times
+from atmorep.numerics.first_guess import COARSE, SPATIAL
+from atmorep.numerics.temporal_fit import BETWEEN, TREND
+from atmorep.train.calibration import FACTOR_RANGE, set_spread
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,13 @@ def _spread_skill(prediction: Path, truth: Path) -> dict[str, float]:
     from atmorep.evaluate.run import one_shot_lead
     from atmorep.evaluate.scoring import score, summary_table
 
-    scores = score(prediction, truth)
+    scoring = logging.getLogger("atmorep.evaluate.scoring")
+    level = scoring.level
+    scoring.setLevel(logging.ERROR)  # its warning about the climatology this scoring does not need
+    try:
+        scores = score(prediction, truth)
+    finally:
+        scoring.setLevel(level)
     with xr.open_zarr(prediction) as opened:
         lead = one_shot_lead(opened)
     table = summary_table(scores, lead)
