@@ -16,7 +16,8 @@ def test_the_layer_contract_is_kept():
     # in a process of its own: import-linter reconfigures logging, which would hide later tests' records
     code = ("from importlinter.cli import lint_imports; "
             "raise SystemExit(lint_imports(config_filename='pyproject.toml', no_cache=True, no_logo=True))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
