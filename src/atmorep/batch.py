@@ -176,22 +176,3 @@ class Batch:
         return replace(
             self, fields=dict(fields), normalised=self.normalised if normalised is None else normalised
         )
-
-    def normalise(self, statistics: "Statistics") -> Batch:  # noqa: F821, UP037
-        """Normalise physical values with per-field, per-level mean and std."""
-        if self.normalised:
-            raise BatchError("batch is already normalised")
-        return self.with_fields(statistics.normalise_fields(self.fields, self.metadata.levels), True)
-
-    def denormalise(self, statistics: "Statistics") -> Batch:  # noqa: F821, UP037
-        """Back to physical units."""
-        if not self.normalised:
-            raise BatchError("batch is not normalised")
-        return self.with_fields(statistics.denormalise_fields(self.fields, self.metadata.levels), False)
-
-    def check_finite(self) -> None:
-        """Raise BatchError naming the first field that holds NaN or inf."""
-        for name, value in self.fields.items():
-            if not bool(torch.isfinite(value).all()):
-                bad = int((~torch.isfinite(value)).sum())
-                raise BatchError(f"field '{name}' holds {bad} non-finite values")

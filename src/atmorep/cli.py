@@ -460,7 +460,7 @@ def train(
 ) -> None:
     """Train a model on one CPU or GPU, or on many under torchrun (see docs/training.md)."""
     from atmorep.runtime import distributed_env
-    from atmorep.train.cli_support import summarise_result, train_command
+    from atmorep.train.command import summarise_result, train_command
 
     result = train_command(config, overrides or [], resume=resume)
     if distributed_env().is_main:

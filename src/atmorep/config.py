@@ -117,8 +117,8 @@ class ModelConfig(_Strict):
     embedding: Literal["linear", "transformer"] = "linear"
     alpha_embedding: bool = True
     checkpoint_activations: bool = False
-    # Hidden tokens start from a first guess and the tail predicts its scaled correction (DESIGN.md
-    # section 10, atmorep.numerics.first_guess); false: from a mask vector, absolute values (ablation).
+    # Hidden tokens start from a first guess and the tail predicts its scaled correction
+    # (docs/training.md, atmorep.numerics.first_guess); false: a mask vector, absolute values (ablation).
     first_guess: bool = True
 
 

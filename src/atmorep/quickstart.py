@@ -146,7 +146,7 @@ def prepare_periods(plan: QuickstartPlan, config: RunConfig) -> None:
 def train_once(plan: QuickstartPlan, config: RunConfig, console: Console) -> None:
     """Train unless a finished run is marked; resume an interrupted one."""
     from atmorep.io import atomic_write_text
-    from atmorep.train.cli_support import summarise_result
+    from atmorep.train.command import summarise_result
     from atmorep.train.loop import train
 
     marker = plan.run_dir / DONE

@@ -44,7 +44,8 @@ def golden_forward(first_guess: bool = True) -> dict[str, tuple[list[float], flo
     tokens, modes, alpha = make_inputs(config, batch=2, seed=7, dtype=torch.float64)
     with torch.no_grad():
         output = model(tokens, modes, alpha)
-    return {name: (p.mean.flatten()[:8].tolist(), float(p.mean.sum()), float(p.spread.sum()))
+    return {name: (p.mean.flatten()[:8].tolist(), float(p.mean.sum()),
+                   float(p.members.std(dim=1, unbiased=False).sum()))  # spread, divisor E
             for name, p in output.fields.items()}
 
 

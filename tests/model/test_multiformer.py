@@ -29,8 +29,7 @@ def test_output_shapes_and_ensemble_statistics(config, inputs) -> None:
         assert m > 0 and prediction.members.shape == (m, 8, values)
         assert prediction.members.dtype == torch.float32
         torch.testing.assert_close(prediction.mean, prediction.members.mean(1))
-        torch.testing.assert_close(prediction.spread, prediction.members.std(1, unbiased=False))
-        assert float(prediction.spread.min()) > 0  # independent heads give distinct members
+        assert float(prediction.members.std(1).min()) > 0  # independent heads give distinct members
 
 
 def test_targets_in_row_major_order(config, inputs) -> None:
@@ -207,7 +206,6 @@ def test_a_tail_that_outputs_zero_returns_exactly_the_first_guess(config) -> Non
         target = modes[name] != VISIBLE
         expected = guesses[name][target][:, None].expand_as(prediction.members)
         assert torch.equal(prediction.members, expected)
-        assert torch.equal(prediction.spread, torch.zeros_like(prediction.spread))
 
 
 def test_the_first_guess_reads_only_what_is_given(config) -> None:

@@ -19,7 +19,7 @@ from atmorep.model.multiformer import build_model
 from atmorep.runtime import make_runtime, seed_everything
 from atmorep.train import loop
 from atmorep.train.checks import with_levels
-from atmorep.train.cli_support import train_command
+from atmorep.train.command import train_command
 from atmorep.train.distributed import ParallelModel
 from atmorep.train.loop import TrainingError, train
 from atmorep.train.residual_scales import initialise_scales

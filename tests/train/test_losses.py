@@ -24,7 +24,6 @@ from atmorep.train.losses import (
     crps_gaussian,
     ensemble_mean_spread,
     get_loss,
-    latitude_weights,
     mse_mean,
     mse_member,
     stats,
@@ -257,28 +256,6 @@ def test_uniform_and_zero_weights(name):
     mask = _t([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
     subset = function(members[mask > 0], target[mask > 0]).item()
     assert function(members, target, mask).item() == pytest.approx(subset)
-
-
-def test_latitude_weights():
-    weights = latitude_weights(_t([0.0, 60.0]))
-    assert weights.tolist() == pytest.approx([4 / 3, 2 / 3])  # cos = (1, 1/2), mean 3/4
-    latitude = torch.linspace(-89.0, 89.0, 37, dtype=torch.float64)
-    weights = latitude_weights(latitude)
-    assert weights.mean().item() == pytest.approx(1.0)
-    assert latitude[weights.argmax()].item() == pytest.approx(0.0, abs=1e-12)
-    assert torch.allclose(weights, weights.flip(0))
-    assert latitude_weights(torch.zeros(2, 3)).tolist() == [[1.0] * 3] * 2
-    assert latitude_weights(_t([0.0, 90.0])).tolist() == [2.0, 0.0]
-
-
-def test_latitude_weights_reject_bad_input():
-    for dtype in (torch.float32, torch.float64):
-        with pytest.raises(DataError, match="poles"):
-            latitude_weights(torch.tensor([90.0, -90.0], dtype=dtype))
-    with pytest.raises(DataError, match="within"):
-        latitude_weights(_t([0.0, 91.0]))
-    with pytest.raises(DataError, match="empty"):
-        latitude_weights(torch.zeros(0))
 
 
 # ---------------------------------------------------------------- registry, combination, errors

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from atmorep.model.multiformer import build_model
-from atmorep.train import metrics
-from atmorep.train.metrics import MetricsLogger, flops_per_sample, peak_flops
+from atmorep.train import telemetry
+from atmorep.train.telemetry import MetricsLogger, flops_per_sample, peak_flops
 from tests.model.conftest import LEVELS, make_config
 
 
@@ -35,7 +35,7 @@ def test_peak_flops_by_gpu_name(monkeypatch):
     assert peak_flops(torch.device("cpu")) is None
     for name, peak in [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
                        ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("Tesla V100", None)]:
-        monkeypatch.setattr(metrics.torch.cuda, "get_device_name", lambda device, name=name: name)
+        monkeypatch.setattr(telemetry.torch.cuda, "get_device_name", lambda device, name=name: name)
         assert peak_flops(torch.device("cuda", 0)) == peak
 
 

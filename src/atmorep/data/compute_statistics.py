@@ -13,13 +13,15 @@ import xarray as xr
 
 from atmorep.data.statistics import FieldStatistics, Statistics
 from atmorep.errors import DataError
+from atmorep.numerics.latitude import latitude_weights
 
 MIN_STD = 1e-12
 
 
 def area_weights(latitude: xr.DataArray) -> xr.DataArray:
-    """``cos(latitude)``, clipped at 0 (the poles of a regular grid get weight 0)."""
-    return np.cos(np.deg2rad(latitude)).clip(min=0.0)
+    """``cos(latitude)`` of a coordinate, mean 1, 0 at the poles (the weighted means normalise it away)."""
+    weights = latitude_weights(np.asarray(latitude.values, dtype=np.float64), "coordinate 'latitude'")
+    return xr.DataArray(weights, dims=latitude.dims, coords=latitude.coords)
 
 
 def _reduce_dims(var: xr.DataArray) -> list[str]:

@@ -19,7 +19,12 @@ import numpy as np
 import xarray as xr
 from zarr.codecs import BloscCodec
 
-from atmorep.data.stats import compute_local_statistics, compute_statistics, nan_report, reduce_store
+from atmorep.data.compute_statistics import (
+    compute_local_statistics,
+    compute_statistics,
+    nan_report,
+    reduce_store,
+)
 from atmorep.data.store import STORE_FORMAT, Store
 from atmorep.data.time_axis import check_regular
 from atmorep.data.transforms import apply_transforms

@@ -8,7 +8,6 @@ data.
 
 - :func:`persistence`: the state at initialisation, held for every lead time.
 - :func:`climatology_forecast`: the climatology at each valid time.
-- :func:`linear_interpolation`: linear in time between two known steps (temporal interpolation).
 - :func:`coarsen` and :func:`upsample`: block-mean coarsening, and bilinear or bicubic
   interpolation back to a finer grid, periodic in longitude (downscaling).
 - :func:`unwrapped_longitude`: a regional grid's longitudes made increasing across 0 degrees east.
@@ -120,36 +119,6 @@ def climatology_forecast(climatology: Data, init_times: object, lead_times: obje
     if like is not None:
         forecast = _match_grid(forecast, like)
     return forecast.transpose("time", "prediction_timedelta", ...)
-
-
-def linear_interpolation(truth: Data, time_before: object, time_after: object, times: object) -> Data:
-    """Linear interpolation in time between two known steps.
-
-    ``x(t) = x(t0) + (t - t0) / (t1 - t0) * (x(t1) - x(t0))`` for ``t0 <= t <= t1``.
-
-    Args:
-        truth: data with dim ``time`` holding ``time_before`` and ``time_after``.
-        time_before: the known step ``t0``.
-        time_after: the known step ``t1 > t0``.
-        times: the times wanted, within ``[t0, t1]``.
-
-    Returns:
-        ``truth``'s layout with dim ``time`` holding ``times``.
-    """
-    before = as_times(time_before, "time_before").values.ravel()
-    after = as_times(time_after, "time_after").values.ravel()
-    wanted = as_times(times, "times").values.ravel()
-    if before.size != 1 or after.size != 1 or not before[0] < after[0]:
-        raise DataError(f"linear_interpolation needs one time_before < one time_after, got {before}, {after}")
-    outside = wanted[(wanted < before[0]) | (wanted > after[0])]
-    if outside.size:
-        raise DataError(f"linear_interpolation times must lie within [{before[0]}, {after[0]}], "
-                        f"got e.g. {outside[:3]}")
-    ends = _select_times(truth, np.concatenate([before, after]), "interpolation end points")
-    start, end = ends.isel(time=0, drop=True), ends.isel(time=1, drop=True)
-    fraction = xr.DataArray((wanted - before[0]) / (after[0] - before[0]), dims="time",
-                            coords={"time": wanted})  # [T], 0 at t0, 1 at t1
-    return _in_order(start + fraction * (end - start), truth)
 
 
 def coarsen(field: Data, factor: int) -> Data:

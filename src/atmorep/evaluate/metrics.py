@@ -29,6 +29,7 @@ from atmorep.evaluate.climatology import (
     select_variables_like,
     valid_times,
 )
+from atmorep.numerics.latitude import latitude_weights as area_weights
 
 __all__ = [
     "acc", "bias", "blockiness", "climatology_at", "climatology_from", "crps_ensemble", "crps_fair",
@@ -45,21 +46,10 @@ MEMBER_DIM = "member"
 
 
 def latitude_weights(latitude: xr.DataArray) -> xr.DataArray:
-    """Area weights ``cos(latitude)``, normalised to mean 1 over the latitude dim.
-
-    Args:
-        latitude: latitudes in degrees north, ``[H]``.
-
-    Returns:
-        Weights ``[H]``, exactly 0 at the poles.
-    """
-    values = np.asarray(latitude.values, dtype=np.float64)
-    if values.size == 0 or np.any(np.abs(values) > 90.0):
-        raise DataError(f"coordinate 'latitude' must hold degrees within [-90, 90], got {values}")
-    weights = np.where(np.abs(values) < 90.0, np.cos(np.deg2rad(values)), 0.0)
-    if weights.sum() <= 0:
-        raise DataError("coordinate 'latitude' holds only the poles: the area weights sum to zero")
-    return xr.DataArray(weights / weights.mean(), dims=latitude.dims, coords=latitude.coords)
+    """Area weights ``cos(latitude)`` of a coordinate ``[H]``, mean 1, exactly 0 at the poles
+    (:func:`atmorep.numerics.latitude.latitude_weights`)."""
+    weights = area_weights(np.asarray(latitude.values, dtype=np.float64), "coordinate 'latitude'")
+    return xr.DataArray(weights, dims=latitude.dims, coords=latitude.coords)
 
 
 def reduce_dims(data: xr.DataArray | xr.Dataset, dims: Dims = None) -> tuple[Hashable, ...]:

@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from atmorep.evaluate.baselines import unwrapped_longitude
+from atmorep.evaluate.baseline_methods import unwrapped_longitude
 from atmorep.fields import field_spec
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ import xarray as xr
 
 import atmorep
 from atmorep.errors import DataError
-from atmorep.evaluate.baselines import unwrapped_longitude
+from atmorep.evaluate.baseline_methods import unwrapped_longitude
 from atmorep.evaluate.climatology import valid_times
 from atmorep.evaluate.plots import (
     METHODS,

@@ -22,7 +22,7 @@ for model and truth alike) come with the scores.
 
 **Cost.** Only the steps the cases and the baselines need are read from the truth store, each once
 (:mod:`atmorep.evaluate.truth`), and the climatology is computed from the days of year and hours
-of the valid times only, optionally cached (:mod:`atmorep.evaluate.climatology_source`). So a
+of the valid times only, optionally cached (:mod:`atmorep.evaluate.climatology_cache`). So a
 truth store ten times longer costs the same.
 
 **Masked tasks.** Means over the masked points are ``<m x> / <m>`` with latitude weights: forecast
@@ -46,7 +46,7 @@ import xarray as xr
 
 from atmorep.errors import DataError
 from atmorep.evaluate import metrics
-from atmorep.evaluate.climatology_source import at_cases, climatologies
+from atmorep.evaluate.climatology_cache import at_cases, climatologies
 from atmorep.evaluate.metrics import SPATIAL_DIMS as SPATIAL
 from atmorep.evaluate.task_baselines import (
     BASELINES,

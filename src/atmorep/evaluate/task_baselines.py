@@ -18,7 +18,7 @@ infill, reconstruct       spatial (each hidden point filled from the given point
                           and level, :func:`atmorep.numerics.first_guess.spatial_fill`, the model's
                           first guess of whole hidden columns), climatology
 downscale                 bilinear, bicubic (the truth coarsened by ``coarsen_factor`` with
-                          :func:`atmorep.evaluate.baselines.coarsen` and upsampled back; the
+                          :func:`atmorep.evaluate.baseline_methods.coarsen` and upsampled back; the
                           model's first guess is bicubic within each box)
 ========================  ==========================================================================
 
@@ -43,7 +43,7 @@ import numpy as np
 import xarray as xr
 
 from atmorep.errors import DataError
-from atmorep.evaluate import baselines
+from atmorep.evaluate import baseline_methods
 from atmorep.numerics.temporal_fit import CONTEXT_STEPS, TREND_DAMPING, temporal_weights
 
 BASELINES: dict[str, tuple[str, ...]] = {  # the reference methods of each task, by builder name
@@ -131,7 +131,8 @@ def needed_times(task: str, times: np.ndarray, leads: np.ndarray, attrs: dict,
 
 def _persistence(context: Context) -> xr.DataArray:
     truth = context.truth
-    return baselines.persistence(context.known, truth["time"].values, truth["prediction_timedelta"].values)
+    return baseline_methods.persistence(context.known, truth["time"].values,
+                                        truth["prediction_timedelta"].values)
 
 
 def _linear(context: Context) -> xr.DataArray:
@@ -209,12 +210,12 @@ def _spatial(context: Context) -> xr.DataArray:
                           output_core_dims=[grid], dask="parallelized", output_dtypes=[np.float64])
 
 
-def _upsampled(context: Context, method: baselines.Method) -> xr.DataArray:
+def _upsampled(context: Context, method: baseline_methods.Method) -> xr.DataArray:
     longitude = context.truth["longitude"].values
-    unwrapped = baselines.unwrapped_longitude(longitude)  # increasing across 0/360
+    unwrapped = baseline_methods.unwrapped_longitude(longitude)  # increasing across 0/360
     truth = context.truth.assign_coords(longitude=unwrapped)
-    coarse = baselines.coarsen(truth, int(context.attrs["coarsen_factor"]))
-    fine = baselines.upsample(coarse, truth["latitude"].values, unwrapped, method)
+    coarse = baseline_methods.coarsen(truth, int(context.attrs["coarsen_factor"]))
+    fine = baseline_methods.upsample(coarse, truth["latitude"].values, unwrapped, method)
     return fine.assign_coords(longitude=longitude)
 
 

@@ -1,6 +1,6 @@
 """Run a trained multiformer on boxes whose targets are given as a pattern of points.
 
-Every inference task of DESIGN.md section 1 is a masking pattern: which tokens the model predicts
+Every inference task (docs/inference.md) is a masking pattern: which tokens the model predicts
 and how their input is given. :class:`BoxPredictor` takes boxes of normalised fields ``[b, L, T, H, W]``
 and a target pattern per field (token modes ``[b, L, nT, nH, nW]``), builds the model input exactly as
 in training (zeros for ``MASKED`` tokens, the given values for ``COARSENED`` ones, the values for

@@ -41,14 +41,6 @@ def rollout(step_fn: StepFn, initial: torch.Tensor, steps: int, *, dim: int = -3
     return _iterate(step_fn, initial, steps, dim % initial.ndim)
 
 
-def collect(step_fn: StepFn, initial: torch.Tensor, steps: int, *, dim: int = -3) -> torch.Tensor:
-    """The whole rollout as one tensor ``[..., steps * k, H, W]`` (see :func:`rollout`)."""
-    forecasts = list(rollout(step_fn, initial, steps, dim=dim))
-    if not forecasts:
-        return initial.narrow(dim, 0, 0)  # [..., 0, H, W]
-    return torch.cat(forecasts, dim=dim)  # [..., steps * k, H, W]
-
-
 def _iterate(step_fn: StepFn, window: torch.Tensor, steps: int, dim: int) -> Iterator[torch.Tensor]:
     length = window.shape[dim]
     lead: int | None = None

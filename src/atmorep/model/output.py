@@ -17,15 +17,15 @@ class FieldPrediction:
     Attributes:
         members: ``[M, E, D_f]`` the E ensemble members.
         mean: ``[M, D_f]`` the ensemble mean.
-        spread: ``[M, D_f]`` the ensemble standard deviation with divisor E
-            (``unbiased=False``, zero for one member), computed when first asked for (training
-            never needs it); losses that want the unbiased estimate compute it from ``members``.
         guess: ``[M, D_f]`` the first guess of the targets (None without a first guess).
         scale: ``[M, 1]`` the scale of each target's correction (None without a first guess).
         residual: ``[M, E, D_f]`` the scaled corrections ``(members - guess) / scale`` as the tail
             gave them (None without a first guess).
         level: ``[M]`` int64 level index of each target (None without a first guess).
         kind: ``[M]`` int64 kind of first guess of each target (None without a first guess).
+
+    The spread is not kept here: evaluation computes it from the members with the unbiased (E - 1)
+    variance (:func:`atmorep.evaluate.metrics.spread`), the losses from the members as they need.
     """
 
     members: Tensor
@@ -41,10 +41,6 @@ class FieldPrediction:
         """The prediction of ``members [M, E, D_f]`` with its mean (``first_guess``: guess, scale,
         residual, level and kind)."""
         return cls(members=members, mean=members.mean(dim=1), **first_guess)
-
-    @property
-    def spread(self) -> Tensor:
-        return self.members.std(dim=1, unbiased=False)
 
 
 @dataclass(frozen=True)

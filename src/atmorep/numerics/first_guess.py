@@ -2,8 +2,8 @@
 
 Every target token of a masked box starts from a deterministic guess built from what the model is
 given (visible values, noised or coarsened values; never the hidden truth). The network then predicts
-the scaled correction to it (DESIGN.md section 10). The rule depends on what is known around a token,
-and each target token is labelled with the *kind* of its guess (:data:`GUESS_KINDS`):
+the scaled correction to it (docs/training.md, "First guess and residuals"). The rule depends on what
+is known around a token, and each target token is labelled with the *kind* of its guess (:data:`GUESS_KINDS`):
 
 * ``between``: a MASKED token whose grid-point column (same level, latitude, longitude) has visible
   steps before and after it. Per point, a least-squares polynomial in time through the nearest

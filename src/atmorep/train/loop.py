@@ -55,12 +55,12 @@ from atmorep.runtime import (
 from atmorep.train import distributed
 from atmorep.train.calibration import calibration_tasks, fit_spread
 from atmorep.train.checks import check_train_config, with_levels
-from atmorep.train.metrics import MetricsLogger, ProgressBar, Throughput, flops_per_sample, peak_flops
 from atmorep.train.optimizer import build_optimizer
 from atmorep.train.residual_scales import initialise_scales
 from atmorep.train.schedule import build_scheduler
 from atmorep.train.state import DataDescription, TrainingParts, TrainingState, restore_state, save_state
 from atmorep.train.step import masking_generator, train_step
+from atmorep.train.telemetry import MetricsLogger, ProgressBar, Throughput, flops_per_sample, peak_flops
 from atmorep.train.validation import Validator
 
 logger = logging.getLogger(__name__)

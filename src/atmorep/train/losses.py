@@ -4,7 +4,8 @@ Every loss takes the E ensemble members predicted for the M target tokens of one
 
     members  ``[M, E, D]``  E members of the D values of each target token,
     target   ``[M, D]``     the true (normalised) values,
-    weights  ``[M]`` or None, per-token weights (e.g. :func:`latitude_weights` of the token centres),
+    weights  ``[M]`` or None, per-token weights (e.g. the latitude weights of the token centres,
+             :func:`atmorep.numerics.latitude.latitude_weights`),
 
 computes a score ``s[m, d]`` per value and reduces it to the weighted mean
 ``sum_m w_m sum_d s[m, d] / (D sum_m w_m)``, so uniform weights give the plain mean. Weights must be
@@ -186,28 +187,6 @@ def get_loss(name: str) -> Loss:
         return LOSSES[name]
     except KeyError:
         raise ConfigError(f"unknown loss '{name}', expected one of: {', '.join(sorted(LOSSES))}") from None
-
-
-def latitude_weights(latitude_deg: Tensor) -> Tensor:
-    """Area weights ``cos(latitude)``, normalised to mean 1 over the given tensor.
-
-    Args:
-        latitude_deg: latitudes in degrees north, any shape (e.g. ``[M]`` token centres).
-
-    Returns:
-        Weights of the same shape, mean 1 over all elements, largest at the equator, 0 at the poles.
-    """
-    if latitude_deg.numel() == 0:
-        raise DataError("latitude_weights needs at least one latitude, got an empty tensor")
-    if not bool((latitude_deg.abs() <= 90.0).all()):
-        raise DataError("latitude_weights expects latitudes in degrees within [-90, 90]")
-    dtype = torch.promote_types(latitude_deg.dtype, torch.float32)
-    latitude = latitude_deg.to(dtype)
-    weights = torch.where(latitude.abs() < 90.0, torch.cos(torch.deg2rad(latitude)), 0.0)  # poles: exactly 0
-    total = weights.mean()
-    if not bool(total > 0):
-        raise DataError("latitude_weights: all latitudes lie at the poles, the weights sum to zero")
-    return weights / total
 
 
 class FieldLoss(NamedTuple):

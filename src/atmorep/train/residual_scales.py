@@ -2,8 +2,8 @@
 
 With a first guess (``model.first_guess``) the ensemble tail predicts the correction to the guess
 divided by a scale, and the embedding sees the within-token time differences divided by a scale
-(DESIGN.md section 10). Both scales are estimated once, before training starts, from
-``SCALE_BATCHES`` batches of the training stores masked with every task of ``train.tasks``:
+(docs/training.md, "First guess and residuals"). Both scales are estimated once, before training
+starts, from ``SCALE_BATCHES`` batches of the training stores masked with every task of ``train.tasks``:
 
 * the residual scale of a field, level and kind of guess is the RMS of ``target - guess`` over the
   target points of that kind (``1`` for a kind no task produced);

@@ -37,10 +37,11 @@ from atmorep.batch import Batch
 from atmorep.config import RunConfig
 from atmorep.data.masking import MaskedField, draw_task, mask_fields
 from atmorep.model.output import ModelOutput
+from atmorep.numerics.latitude import latitude_weights
 from atmorep.numerics.modes import VISIBLE
 from atmorep.numerics.tokens import ALPHA_NAMES, tokenise_batch
 from atmorep.runtime import Runtime, derive_seed
-from atmorep.train.losses import FieldLoss, combine_losses, crps_fair, latitude_weights, mse_mean
+from atmorep.train.losses import FieldLoss, combine_losses, crps_fair, mse_mean
 
 MASKING_STREAM = 0x6D61736B  # key of the masking streams among the streams derived from train.seed
 VALIDATION_STREAM = 0x76616C69  # key of the validation masking streams
