@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from atmorep.checkpoint import (
+    CALIBRATION,
     META,
     TRAIN_STATE,
     read_checkpoint,
@@ -48,7 +49,6 @@ from atmorep.train.calibration import FACTOR_RANGE, set_spread
 logger = logging.getLogger(__name__)
 
 TASK_KINDS = {"forecast": TREND, "interpolate": BETWEEN, "infill": SPATIAL, "downscale": COARSE}
-CALIBRATION_KEY = "spread_calibration"  # in meta.json
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def _write(checkpoint: Path, weights: dict[str, torch.Tensor], request: Calibrat
     spread = {name: value.cpu() for name, value in weights.items() if name.endswith(".spread")}
     record = {"data": str(request.data), "tasks": list(request.tasks), "every_hours": request.every_hours,
               "spread_skill_before": result.before}
-    meta = {**contents.meta, CALIBRATION_KEY: record}
+    meta = {**contents.meta, CALIBRATION: record}
     train_state = read_train_state(checkpoint) if (checkpoint / TRAIN_STATE).is_file() else None
     write_checkpoint(checkpoint, replace(contents, weights={**contents.weights, **spread}, meta=meta),
                      train_state)
@@ -160,5 +160,5 @@ def _write(checkpoint: Path, weights: dict[str, torch.Tensor], request: Calibrat
 
 def is_calibrated(checkpoint: str | Path, tasks: Sequence[str]) -> bool:
     """Whether ``checkpoint`` was calibrated on (at least) ``tasks`` since it was last written by training."""
-    record = read_meta(resolve_checkpoint(checkpoint)).get(CALIBRATION_KEY)
+    record = read_meta(resolve_checkpoint(checkpoint)).get(CALIBRATION)
     return bool(record) and set(tasks) <= set(record.get("tasks", ()))

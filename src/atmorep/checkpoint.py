@@ -47,6 +47,14 @@ FORMAT_VERSION = 3
 WEIGHTS, CONFIG, STATISTICS, META, TRAIN_STATE = (
     "model.safetensors", "config.yaml", "statistics.json", "meta.json", "train_state.pt")
 CHECKPOINT_DIR = "checkpoint"  # the latest checkpoint of a run: run_dir / CHECKPOINT_DIR
+CALIBRATION = "spread_calibration"  # meta.json: how the spread factors were last calibrated on tiles
+
+
+def calibration_label(meta: dict) -> str:
+    """The checkpoint's tiled spread calibration as one string ("" if none): what a prediction made with
+    it records, so that reusing a prediction can tell a recalibrated checkpoint of the same step."""
+    record = meta.get(CALIBRATION)
+    return json.dumps(record, sort_keys=True) if record else ""
 
 
 class CheckpointError(AtmorepError, ValueError):

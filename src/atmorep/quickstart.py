@@ -239,9 +239,11 @@ def infer_test_period(plan: QuickstartPlan, console: Console) -> dict[str, Path]
 
 
 def _same_checkpoint(attrs: dict, checkpoint: Path) -> bool:
-    from atmorep.checkpoint import read_meta
+    from atmorep.checkpoint import calibration_label, read_meta
 
-    return attrs.get("checkpoint_step") == read_meta(checkpoint).get("step")
+    meta = read_meta(checkpoint)
+    return (attrs.get("checkpoint_step") == meta.get("step")
+            and attrs.get("checkpoint_calibration", "") == calibration_label(meta))
 
 
 def evaluate_predictions(plan: QuickstartPlan, predictions: dict[str, Path], console: Console):

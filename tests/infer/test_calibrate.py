@@ -78,3 +78,19 @@ def test_the_command_calibrates_and_bad_input_is_one_line_leaving_the_checkpoint
     assert result.exit_code == 0, result.output
     assert "downscale: spread/skill before calibration" in result.output
     assert is_calibrated(copy, ("downscale",))
+
+
+def test_a_recalibrated_checkpoint_is_not_the_one_a_prediction_was_made_with(checkpoint, truth_store,
+                                                                             tmp_path):
+    from atmorep.prediction_store import open_prediction
+    from atmorep.quickstart import _same_checkpoint
+
+    copy = shutil.copytree(checkpoint, tmp_path / "checkpoint")
+    output = tmp_path / "downscale.zarr"
+    predictor = BoxPredictor.from_checkpoint(copy, "cpu", "float32")
+    times = case_times(truth_store, "downscale", predictor.config, 24.0)
+    infer(InferenceRequest(copy, truth_store, output, task="downscale", times=times, device="cpu",
+                           precision="float32"), predictor=predictor)
+    assert _same_checkpoint(open_prediction(output).attrs, copy)
+    calibrate(CalibrationRequest(copy, truth_store, ("downscale",), device="cpu", precision="float32"))
+    assert not _same_checkpoint(open_prediction(output).attrs, copy)  # same step, other spread factors

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from atmorep.batch import EPOCH, BatchMetadata
+from atmorep.checkpoint import calibration_label, read_meta
 from atmorep.data.store import BoxIndex, Store
 from atmorep.errors import DataError
 from atmorep.infer.predictor import BoxPredictor, coarsen_points, token_modes
@@ -238,7 +239,8 @@ def prediction_layout(runner: DomainRunner, request: InferenceRequest, plan: Inf
     hours = plan.step / np.timedelta64(1, "h")
     attrs = {
         "title": f"atmorep {request.task}", "task": request.task, "checkpoint": str(request.checkpoint),
-        "checkpoint_step": int(meta.get("step", -1)), "data": str(request.data),
+        "checkpoint_step": int(meta.get("step", -1)), "checkpoint_calibration": calibration_label(meta),
+        "data": str(request.data),
         "time_step_hours": float(hours), "box": list(predictor.config.data.box.shape),
         "tile_overlap": list(plan.tiles.overlap), "batch_size": int(request.batch_size),
         "config": json.dumps(predictor.config.model_dump(mode="json")),
@@ -275,7 +277,6 @@ def infer(request: InferenceRequest, progress: Progress | None = None,
     Returns:
         What was done, with timings.
     """
-    from atmorep.checkpoint import read_meta
 
     check_request(request)
     meta = read_meta(request.checkpoint)
