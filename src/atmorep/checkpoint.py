@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,7 +44,7 @@ from atmorep.model.multiformer import MultiFormer, build_model
 logger = logging.getLogger(__name__)
 
 FORMAT = "atmorep-checkpoint"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 WEIGHTS, CONFIG, STATISTICS, META, TRAIN_STATE = (
     "model.safetensors", "config.yaml", "statistics.json", "meta.json", "train_state.pt")
 CHECKPOINT_DIR = "checkpoint"  # the latest checkpoint of a run: run_dir / CHECKPOINT_DIR
@@ -120,6 +121,16 @@ def uncalibrated_spread(checkpoint: Checkpoint) -> Checkpoint:
         if key.startswith("tails.") and key.endswith(".scale"):
             weights.setdefault(key[: -len("scale")] + "spread", torch.ones_like(scale))
     return replace(checkpoint, weights=weights)
+
+
+@register_migration(3)
+def one_block_class(checkpoint: Checkpoint) -> Checkpoint:
+    """Version 3 had a decoder block of its own with one ``context_norm``; the one block class keeps a
+    norm per source group, so the decoder's is ``context_norms.encoder``."""
+    pattern = re.compile(r"^(decoders\.[^.]+\.blocks\.\d+\.)context_norm\.")
+    weights = checkpoint.weights
+    return replace(checkpoint, weights={pattern.sub(r"\1context_norms.encoder.", name): value
+                                        for name, value in weights.items()})
 
 
 def migrate(checkpoint: Checkpoint, where: str = "checkpoint") -> Checkpoint:

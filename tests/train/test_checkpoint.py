@@ -92,6 +92,17 @@ def test_version_two_checkpoints_load_with_uncalibrated_spread(config, statistic
     assert read_checkpoint(tmp_path / "v2").meta["version"] == ckpt.FORMAT_VERSION
 
 
+def test_version_three_decoder_norms_load_under_the_one_block_class(config, statistics, tmp_path):
+    contents = _contents(config, statistics)
+    renamed = {name.replace("context_norms.encoder.", "context_norm."): value
+               for name, value in contents.weights.items()}
+    assert renamed.keys() != contents.weights.keys()  # the decoder's norm had another name
+    old = replace(contents, weights=renamed, meta={**contents.meta, "version": 3})
+    write_checkpoint(tmp_path / "v3", old)
+    model, _, _ = load_model(tmp_path / "v3")
+    assert all(torch.equal(model.state_dict()[name], value) for name, value in contents.weights.items())
+
+
 def test_residual_scales_and_spread_factors_round_trip(config, statistics, tmp_path):
     contents = _contents(config, statistics)
     scales = {name: value for name, value in contents.weights.items() if name.endswith(("scale", "spread"))}

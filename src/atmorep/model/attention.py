@@ -25,6 +25,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 SELF = "self"  # the name of the head group whose keys and values come from the queries' own states
 
@@ -138,20 +139,61 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-class SelfAttentionBlock(nn.Module):
-    """A pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
+class Block(nn.Module):
+    """The transformer block of the whole model: pre-norm grouped attention, then a pre-norm MLP.
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0,
-                 qk_norm: bool = False) -> None:
+    ``x + attention(norm(x), {group: norm_group(source)})``, then ``x + mlp(norm(x))``. The group
+    :data:`SELF` attends to ``x``; every other group to the source of its name, normalised by its
+    own LayerNorm (``context_norms.<group>``). The encoder uses one group per coupled field, the
+    decoder one for the encoder, the sub-token embedding self-attention only.
+
+    Args:
+        dim: the width D.
+        groups: head group name -> number of heads (all of width ``head_dim``).
+        head_dim: the width of one head (default ``D`` over the number of self heads).
+        mlp_ratio, dropout, qk_norm: as in :class:`~atmorep.config.ModelConfig`.
+        checkpointed: recompute the block in the backward pass (activation checkpointing) when
+            gradients are on and no weights are asked for.
+    """
+
+    def __init__(self, dim: int, groups: Mapping[str, int], head_dim: int | None = None,
+                 mlp_ratio: float = 2.0, dropout: float = 0.0, qk_norm: bool = False,
+                 checkpointed: bool = False) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
-        self.attention = GroupedAttention(dim, dim // heads, {SELF: heads}, qk_norm)
+        self.context_norms = nn.ModuleDict({name: nn.LayerNorm(dim) for name in groups if name != SELF})
+        self.attention = GroupedAttention(dim, head_dim or dim // groups[SELF], groups, qk_norm)
         self.dropout = nn.Dropout(dropout)
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = MLP(dim, mlp_ratio, dropout)
+        self.checkpointed = checkpointed
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``[B, N, D] -> [B, N, D]``."""
-        attended, _ = self.attention(self.norm(x))
+    @property
+    def sources(self) -> list[str]:
+        """The names of the groups that read another source than ``x``."""
+        return list(self.context_norms)
+
+    def forward(self, x: Tensor, sources: Mapping[str, Tensor] | None = None,
+                return_weights: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """Advance ``x [B, N, D]`` by one block.
+
+        Args:
+            x: the states.
+            sources: group name -> ``[B, N_k, D]`` the keys' and values' states of every non-self group.
+            return_weights: return attention weights (explicit attention path).
+
+        Returns:
+            ``[B, N, D]`` and the attention weights per head group ``[B, h, N, N_k]`` (empty unless
+            asked for).
+        """
+        sources = sources or {}
+        if self.checkpointed and torch.is_grad_enabled() and not return_weights:
+            return checkpoint(self._advance, x, sources, False, use_reentrant=False)
+        return self._advance(x, sources, return_weights)
+
+    def _advance(self, x: Tensor, sources: Mapping[str, Tensor],
+                 return_weights: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        context = {name: self.context_norms[name](sources[name]) for name in self.context_norms}
+        attended, weights = self.attention(self.norm(x), context, return_weights)
         x = x + self.dropout(attended)
-        return x + self.mlp(self.norm_mlp(x))
+        return x + self.mlp(self.norm_mlp(x)), weights

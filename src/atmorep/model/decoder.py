@@ -18,12 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from atmorep.config import ModelConfig
-from atmorep.model.attention import MLP, SELF, GroupedAttention
+from atmorep.model.attention import SELF, Block
 
 ENCODER = "encoder"  # the head group that reads the encoder
 
@@ -43,35 +41,12 @@ def encoder_layer_for_block(block: int, encoder_layers: int, decoder_layers: int
     return span - offset
 
 
-class DecoderBlock(nn.Module):
-    """Self-attention and cross-attention to one encoder layer in one attention layer, then MLP."""
-
-    def __init__(self, model: ModelConfig) -> None:
-        super().__init__()
-        groups = {SELF: (model.heads + 1) // 2, ENCODER: max(1, model.heads // 2)}
-        self.norm = nn.LayerNorm(model.dim)
-        self.context_norm = nn.LayerNorm(model.dim)
-        self.attention = GroupedAttention(model.dim, model.dim // model.heads, groups, model.qk_norm)
-        self.dropout = nn.Dropout(model.dropout)
-        self.norm_mlp = nn.LayerNorm(model.dim)
-        self.mlp = MLP(model.dim, model.mlp_ratio, model.dropout)
-
-    def forward(self, x: Tensor, encoded: Tensor,
-                return_weights: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
-        """Advance the decoder states by one block.
-
-        Args:
-            x: ``[B, N, D]`` decoder states.
-            encoded: ``[B, N, D]`` the output of one encoder layer for this field.
-            return_weights: return attention weights (explicit attention path).
-
-        Returns:
-            ``[B, N, D]`` and the weights ``{"self": [B, h, N, N], "encoder": [B, h, N, N]}``.
-        """
-        sources = {ENCODER: self.context_norm(encoded)}
-        attended, weights = self.attention(self.norm(x), sources, return_weights)
-        x = x + self.dropout(attended)
-        return x + self.mlp(self.norm_mlp(x)), weights
+def decoder_block(model: ModelConfig) -> Block:
+    """One decoder block: ``ceil(heads / 2)`` self heads and ``max(1, heads // 2)`` heads reading one
+    encoder layer, then the MLP."""
+    groups = {SELF: (model.heads + 1) // 2, ENCODER: max(1, model.heads // 2)}
+    return Block(model.dim, groups, model.dim // model.heads, model.mlp_ratio, model.dropout, model.qk_norm,
+                 model.checkpoint_activations)
 
 
 class FieldDecoder(nn.Module):
@@ -80,9 +55,8 @@ class FieldDecoder(nn.Module):
     def __init__(self, model: ModelConfig) -> None:
         super().__init__()
         self.encoder_layers = model.encoder_layers
-        self.blocks = nn.ModuleList(DecoderBlock(model) for _ in range(model.decoder_layers))
+        self.blocks = nn.ModuleList(decoder_block(model) for _ in range(model.decoder_layers))
         self.norm = nn.LayerNorm(model.dim)
-        self.checkpoint_activations = model.checkpoint_activations
 
     def forward(self, encoded: Sequence[Tensor],
                 return_weights: bool = False) -> tuple[Tensor, list[dict[str, Tensor]]]:
@@ -99,9 +73,6 @@ class FieldDecoder(nn.Module):
         attention = []
         for index, block in enumerate(self.blocks):
             context = encoded[encoder_layer_for_block(index, len(encoded), len(self.blocks))]
-            if self.checkpoint_activations and torch.is_grad_enabled() and not return_weights:
-                x, weights = checkpoint(block, x, context, use_reentrant=False)
-            else:
-                x, weights = block(x, context, return_weights)
+            x, weights = block(x, {ENCODER: context}, return_weights)
             attention.append(weights)
         return self.norm(x), attention

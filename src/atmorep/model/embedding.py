@@ -35,7 +35,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from atmorep.model.attention import SelfAttentionBlock
+from atmorep.model.attention import SELF, Block
 from atmorep.numerics.first_guess import GUESS_KINDS, time_differences
 from atmorep.numerics.modes import MASKED
 
@@ -178,7 +178,7 @@ class SubTokenEmbedding(nn.Module):
         width = width or min(dim, 64)
         self.value = nn.Linear(1, width)
         self.position = nn.Linear(6 * _SUB_POSITION_FREQUENCIES, width)
-        self.blocks = nn.ModuleList(SelfAttentionBlock(width, max(1, width // 16)) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(width, {SELF: max(1, width // 16)}) for _ in range(layers))
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, dim)
         self._codes = _CodeCache()
@@ -193,7 +193,7 @@ class SubTokenEmbedding(nn.Module):
                                    tokens.device)  # [D_f, 24]
         x = self.value(tokens.reshape(-1, points, 1)) + self.position(position)  # [..., D_f] -> [M, D_f, w]
         for block in self.blocks:
-            x = block(x)
+            x, _ = block(x)
         pooled = self.out(self.norm(x).mean(dim=1))  # [M, D]
         return pooled.reshape(*lead, -1)  # [M, D] -> [..., D]
 

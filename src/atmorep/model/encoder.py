@@ -16,64 +16,30 @@ are mapped back to D.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from atmorep.config import FieldConfig, ModelConfig
-from atmorep.model.attention import MLP, SELF, GroupedAttention
+from atmorep.model.attention import SELF, Block
 
 States = dict[str, Tensor]  # field name -> [B, N_f, D]
 
 
-class FieldEncoderBlock(nn.Module):
-    """One encoder block of one field: self- and cross-attention to coupled fields, then MLP.
-
-    Args:
-        model: the model configuration (dim, heads, cross_heads, mlp_ratio, dropout, qk_norm).
-        coupled: the names of the fields this field attends to.
-    """
-
-    def __init__(self, model: ModelConfig, coupled: Sequence[str]) -> None:
-        super().__init__()
-        self.coupled = list(coupled) if model.cross_heads > 0 else []
-        groups = {SELF: model.heads, **{name: model.cross_heads for name in self.coupled}}
-        self.norm = nn.LayerNorm(model.dim)
-        self.context_norms = nn.ModuleDict({name: nn.LayerNorm(model.dim) for name in self.coupled})
-        self.attention = GroupedAttention(model.dim, model.dim // model.heads, groups, model.qk_norm)
-        self.dropout = nn.Dropout(model.dropout)
-        self.norm_mlp = nn.LayerNorm(model.dim)
-        self.mlp = MLP(model.dim, model.mlp_ratio, model.dropout)
-
-    def forward(self, x: Tensor, coupled: Mapping[str, Tensor],
-                return_weights: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
-        """Advance one field by one block.
-
-        Args:
-            x: ``[B, N, D]`` this field's states.
-            coupled: coupled field name -> ``[B, N_c, D]`` its states (of the previous layer).
-            return_weights: return attention weights (explicit attention path).
-
-        Returns:
-            ``[B, N, D]`` and attention weights per head group (``"self"`` or a field name),
-            ``[B, h, N, N_k]``.
-        """
-        h = self.norm(x)
-        sources = {name: self.context_norms[name](coupled[name]) for name in self.coupled}
-        attended, weights = self.attention(h, sources, return_weights)
-        x = x + self.dropout(attended)
-        return x + self.mlp(self.norm_mlp(x)), weights
+def field_block(model: ModelConfig, coupled: Sequence[str]) -> Block:
+    """One encoder block of one field: self-attention and cross-attention to each coupled field (of the
+    previous layer), ``model.cross_heads`` heads each (none when it is 0), then the MLP."""
+    groups = {SELF: model.heads, **{name: model.cross_heads for name in coupled if model.cross_heads > 0}}
+    return Block(model.dim, groups, model.dim // model.heads, model.mlp_ratio, model.dropout, model.qk_norm,
+                 model.checkpoint_activations)
 
 
 class CoupledEncoderLayer(nn.Module):
-    """One layer of the coupled encoder: a :class:`FieldEncoderBlock` per field."""
+    """One layer of the coupled encoder: a block per field (:func:`field_block`)."""
 
     def __init__(self, fields: Sequence[FieldConfig], model: ModelConfig) -> None:
         super().__init__()
-        self.blocks = nn.ModuleDict({f.name: FieldEncoderBlock(model, f.coupled_with) for f in fields})
-        self.checkpoint_activations = model.checkpoint_activations
+        self.blocks = nn.ModuleDict({f.name: field_block(model, f.coupled_with) for f in fields})
 
     def forward(self, states: States, return_weights: bool = False) -> tuple[States, dict[str, Tensor]]:
         """Advance every field by one block, all reading ``states`` (the previous layer's).
@@ -85,11 +51,8 @@ class CoupledEncoderLayer(nn.Module):
         new_states: States = {}
         attention: dict[str, Tensor] = {}
         for name, block in self.blocks.items():
-            coupled = {other: states[other] for other in block.coupled}
-            if self.checkpoint_activations and torch.is_grad_enabled() and not return_weights:
-                new_states[name], weights = checkpoint(block, states[name], coupled, use_reentrant=False)
-            else:
-                new_states[name], weights = block(states[name], coupled, return_weights)
+            coupled = {other: states[other] for other in block.sources}
+            new_states[name], weights = block(states[name], coupled, return_weights)
             for group, value in weights.items():
                 attention[f"{name}/self" if group == SELF else f"{name}/cross/{group}"] = value
         return new_states, attention

@@ -33,14 +33,18 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.nn.parallel import DistributedDataParallel
 
 from atmorep.config import ConfigError
-from atmorep.model.decoder import DecoderBlock
 from atmorep.model.encoder import CoupledEncoderLayer
 from atmorep.runtime import DistributedEnv, Runtime
 
 logger = logging.getLogger(__name__)
 
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
-_SHARD_UNITS = (CoupledEncoderLayer, DecoderBlock)
+
+
+def _shard_units(model: nn.Module) -> list[nn.Module]:
+    """The modules FSDP shards one by one: every coupled encoder layer and every decoder block."""
+    units = [module for module in model.modules() if isinstance(module, CoupledEncoderLayer)]
+    return units + [block for decoder in model.decoders.values() for block in decoder.blocks]
 
 
 def resolve_mode(requested: str, env: DistributedEnv) -> str:
@@ -90,7 +94,7 @@ def wrap_model(model: nn.Module, runtime: Runtime, requested: str, compile_model
     if mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for unit in [m for m in model.modules() if isinstance(m, _SHARD_UNITS)]:
+        for unit in _shard_units(model):
             fully_shard(unit)
         fully_shard(model)
     elif mode == "ddp":
