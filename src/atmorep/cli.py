@@ -413,8 +413,9 @@ def calibrate(
     precision: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
 ) -> None:
     """Calibrate the ensemble's spread on tiled predictions of held-out data (rewrites the checkpoint)."""
-    from atmorep.calibrate import TASK_KINDS, CalibrationRequest
+    from atmorep.calibrate import CalibrationRequest
     from atmorep.calibrate import calibrate as run_calibration
+    from atmorep.train.calibration import TASK_KINDS
 
     request = CalibrationRequest(checkpoint, data, tuple(task or TASK_KINDS), every_hours=every_hours,
                                  lead_hours=lead_hours, infill_region=infill_region, batch_size=batch_size,

@@ -186,25 +186,30 @@ def run(plan: QuickstartPlan, console: Console | None = None) -> None:
 
 def calibrate_once(plan: QuickstartPlan, console: Console) -> None:
     """Calibrate the run's checkpoint on the validation period with the plan's tasks, unless it is."""
-    from atmorep.calibrate import TASK_KINDS, CalibrationRequest, calibrate, is_calibrated
+    from atmorep.calibrate import CalibrationRequest, calibrate, is_calibrated
+    from atmorep.train.calibration import TASK_KINDS
 
     tasks = tuple(task for task in plan.tasks if task in TASK_KINDS)
-    if not tasks or is_calibrated(plan.run_dir, tasks):
+    if not tasks:
+        console.print("no zero-shot task to calibrate the spread for")
+        return
+    request = CalibrationRequest(plan.run_dir, plan.store(plan.period("validation")), tasks,
+                                 every_hours=plan.calibration_every_hours, infill_region=plan.infill_region,
+                                 batch_size=plan.batch_size)
+    if is_calibrated(request):
         console.print("the checkpoint's spread is calibrated already")
         return
-    result = calibrate(CalibrationRequest(plan.run_dir, plan.store(plan.period("validation")), tasks,
-                                          every_hours=plan.calibration_every_hours,
-                                          infill_region=plan.infill_region, batch_size=plan.batch_size))
+    result = calibrate(request)
     for task, ratios in result.before.items():
         described = ", ".join(f"{name} {ratio:.3g}" for name, ratio in ratios.items())
         console.print(f"{task}: spread/skill on the validation period before calibration: {described}")
 
 
-def case_times(plan: QuickstartPlan, task: str, config: RunConfig, period: str = "test") -> tuple:
-    """Reference times of a period whose windows and verifying truth lie inside its store."""
+def case_times(plan: QuickstartPlan, task: str, config: RunConfig) -> tuple:
+    """Reference times of the test period whose windows and verifying truth lie inside its store."""
     from atmorep.infer.tasks import case_times as times_in_store
 
-    return times_in_store(plan.store(plan.period(period)), task, config, plan.case_every_hours,
+    return times_in_store(plan.store(plan.period("test")), task, config, plan.case_every_hours,
                           plan.forecast_lead_hours)
 
 

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from atmorep.calibrate import TASK_KINDS, CalibrationRequest, _spread_skill, calibrate, is_calibrated
+from atmorep.calibrate import CalibrationRequest, _spread_skill, calibrate, is_calibrated
 from atmorep.checkpoint import read_checkpoint, read_meta
 from atmorep.errors import DataError
 from atmorep.infer.engine import infer
 from atmorep.infer.predictor import BoxPredictor
 from atmorep.infer.request import InferenceRequest
 from atmorep.infer.tasks import case_times
-from atmorep.train.calibration import FACTOR_RANGE
+from atmorep.train.calibration import FACTOR_RANGE, TASK_KINDS
 
 TASKS = ("forecast", "interpolate", "infill", "downscale")
 REGION = (-30.0, 30.0, 0.0, 90.0)
@@ -29,12 +30,14 @@ def _request(checkpoint: Path, store: Path) -> CalibrationRequest:
 def test_calibration_makes_every_tasks_spread_skill_one_on_its_store(checkpoint, truth_store, tmp_path):
     copy = shutil.copytree(checkpoint, tmp_path / "checkpoint")
     before = read_checkpoint(copy).weights
-    assert not is_calibrated(copy, TASKS)
-    result = calibrate(_request(copy, truth_store))
+    request = _request(copy, truth_store)
+    assert not is_calibrated(request)
+    result = calibrate(request)
     after = read_checkpoint(copy).weights
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert changed and all(name.endswith(".spread") for name in changed)
-    assert is_calibrated(copy, TASKS) and not is_calibrated(copy, (*TASKS, "reconstruct"))
+    assert is_calibrated(request) and not is_calibrated(replace(request, tasks=TASKS[:2]))
+    assert not is_calibrated(replace(request, infill_region=(0.0, 30.0, 0.0, 90.0)))
     assert read_meta(copy)["spread_calibration"]["spread_skill_before"] == result.before
 
     predictor, checked = BoxPredictor.from_checkpoint(copy, "cpu", "float32"), 0
@@ -66,6 +69,7 @@ def test_the_command_calibrates_and_bad_input_is_one_line_leaving_the_checkpoint
     copy = shutil.copytree(checkpoint, tmp_path / "run" / "checkpoint")
     original = read_checkpoint(copy).weights
     for args, words in [(("--task", "reconstruct"), ("tasks must be among",)),
+                        (("--every-hours", "0"), ("must be positive",)),
                         (("--data", store_without_u), ("'u'",))]:
         options = {"--data": truth_store, **dict(zip(args[::2], args[1::2]))}
         flat = [value for item in options.items() for value in item]
@@ -77,7 +81,7 @@ def test_the_command_calibrates_and_bad_input_is_one_line_leaving_the_checkpoint
                      "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "downscale: spread/skill before calibration" in result.output
-    assert is_calibrated(copy, ("downscale",))
+    assert is_calibrated(CalibrationRequest(copy.parent, truth_store, ("downscale",), device="cpu"))
 
 
 def test_a_recalibrated_checkpoint_is_not_the_one_a_prediction_was_made_with(checkpoint, truth_store,

@@ -22,7 +22,7 @@ from tests.train.conftest import make_config
 
 
 def test_factors_make_the_finite_ensemble_spread_skill_ratio_one():
-    sums = SpreadSums({"t": 2})
+    sums = SpreadSums({"t": 2}, members=2)
     # two members at target + error -/+ d: ensemble-mean error `error`, unbiased variance 2 d^2
     error, d = 0.6, 0.2
     members = torch.tensor([[[error - d], [error + d]]] * 3)  # [M=3, E=2, D=1]
@@ -37,7 +37,7 @@ def test_factors_make_the_finite_ensemble_spread_skill_ratio_one():
 
 
 def test_factors_are_weighted_and_clipped():
-    sums = SpreadSums({"t": 1})
+    sums = SpreadSums({"t": 1}, members=2)
     members = torch.tensor([[[1.0], [1.0 + 1e-6]], [[0.0], [2.0]]])  # a collapsed and a wide ensemble
     target = torch.tensor([[0.0], [1.0]])  # errors 1 and 0
     weights = torch.tensor([1.0, 0.0])  # only the collapsed one counts

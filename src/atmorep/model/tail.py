@@ -7,8 +7,9 @@ first guess (``model.first_guess``) these outputs are the *scaled corrections*: 
 guess's error for the token's level and kind of guess, estimated from training data and kept in the
 buffer ``scale [L, K]`` (saved with the weights). Outside training (``module.eval()``) each member's
 deviation from the ensemble mean is multiplied by the spread factor of its level and kind of guess,
-the buffer ``spread [L, K]``: ones while training, fitted on validation data when training ends
-(:mod:`atmorep.train.calibration`), so the losses always score the raw ensemble. The tail
+the buffer ``spread [L, K]``, fitted on validation data when training ends
+(:mod:`atmorep.train.calibration`). The training loss never sees them, and the training loop keeps
+them at one until its last validation is done. The tail
 runs outside autocast, in the precision of its parameters promoted to at least float32, so the
 predicted values and the losses on them keep full precision under mixed-precision training.
 """

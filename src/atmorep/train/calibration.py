@@ -30,15 +30,17 @@ from torch import Tensor, nn
 from atmorep.batch import Batch
 from atmorep.config import RunConfig
 from atmorep.model.output import ModelOutput
-from atmorep.numerics.first_guess import GUESS_KINDS
-from atmorep.numerics.tokens import token_grid
+from atmorep.numerics.first_guess import COARSE, GUESS_KINDS, SPATIAL
+from atmorep.numerics.temporal_fit import BETWEEN, TREND
 from atmorep.runtime import Runtime, derive_seed
 from atmorep.train import distributed
-from atmorep.train.step import field_losses, forward_masked
+from atmorep.train.step import field_losses, forward_masked, tasks_that_fit
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_TASKS = ("forecast", "interpolate", "infill", "downscale")
+# each zero-shot task and the kind of first guess its targets get (whose factors it calibrates)
+TASK_KINDS = {"forecast": TREND, "interpolate": BETWEEN, "infill": SPATIAL, "downscale": COARSE}
+CALIBRATION_TASKS = tuple(TASK_KINDS)
 CALIBRATION_STREAM = 0x63616C69  # key of the calibration masking streams
 FACTOR_RANGE = (0.1, 10.0)
 
@@ -47,17 +49,16 @@ class SpreadSums:
     """Latitude-weighted sums of the ensemble mean's squared error, of the unbiased ensemble variance
     and of the weights, per field, level and kind of guess (``[L, K, 3]`` float64)."""
 
-    def __init__(self, levels: dict[str, int]) -> None:
+    def __init__(self, levels: dict[str, int], members: int) -> None:
         kinds = len(GUESS_KINDS)
         self.sums = {name: torch.zeros(n, kinds, 3, dtype=torch.float64) for name, n in levels.items()}
-        self.members = 0
+        self.members = members
 
     def add(self, name: str, members: Tensor, target: Tensor, level: Tensor, kind: Tensor,
             weights: Tensor | None) -> None:
         """Accumulate the targets ``[M, D]`` of one field and their members ``[M, E, D]``."""
         if members.shape[0] == 0:
             return
-        self.members = members.shape[1]
         members, target = members.double(), target.double()
         error = (members.mean(dim=1) - target).square().mean(dim=-1)  # [M]
         variance = members.var(dim=1, unbiased=True).mean(dim=-1)  # [M]
@@ -75,7 +76,7 @@ class SpreadSums:
 
     def factors(self) -> dict[str, Tensor]:
         """Per field the spread factors ``[L, K]`` float32 (1 where nothing was counted)."""
-        members = max(self.members, 2)
+        members = self.members
         out = {}
         for name, sums in self.sums.items():
             error, variance, weight = sums.unbind(dim=-1)
@@ -87,11 +88,13 @@ class SpreadSums:
 
 
 def calibration_tasks(config: RunConfig) -> tuple[str, ...]:
-    """The zero-shot tasks that fit the box: forecast needs more time tokens than it masks, and
-    interpolation at least three (a given one on each side)."""
-    time_tokens = min(token_grid(config.data.box.shape, f.token_size, f.name)[0] for f in config.fields)
-    fits = {"forecast": config.train.forecast_tokens < time_tokens, "interpolate": time_tokens >= 3}
-    return tuple(task for task in CALIBRATION_TASKS if fits.get(task, True))
+    """The zero-shot tasks of :data:`TASK_KINDS` that the box holds."""
+    return tasks_that_fit(config, CALIBRATION_TASKS)
+
+
+def reset_spread(model: nn.Module) -> None:
+    """Factors of one: the raw ensemble."""
+    set_spread(model, {name: torch.ones_like(tail.spread) for name, tail in model.tails.items()})
 
 
 @torch.no_grad()
@@ -114,7 +117,8 @@ def measure_spread(model: nn.Module, forward: Callable[..., ModelOutput], batche
         runtime: device and autocast.
         tasks: masking tasks, each applied to every batch with masks fixed by ``train.seed``.
     """
-    sums = SpreadSums({name: tail.spread.shape[0] for name, tail in model.tails.items()})
+    sums = SpreadSums({name: tail.spread.shape[0] for name, tail in model.tails.items()},
+                      config.model.ensemble_members)
     was_training = model.training
     model.eval()
     try:
@@ -138,8 +142,13 @@ def fit_spread(model: nn.Module, forward: Callable[..., ModelOutput], batches: S
                config: RunConfig, runtime: Runtime, tasks: Sequence[str]) -> dict[str, Tensor]:
     """Fit and set the spread factors of ``model`` from its raw ensemble (arguments as
     :func:`measure_spread`); returns the factors set, per predicted field ``[L, K]``."""
-    set_spread(model, {name: torch.ones_like(tail.spread) for name, tail in model.tails.items()})
-    sums = measure_spread(model, forward, batches, config, runtime, tasks)
+    previous = {name: tail.spread.clone() for name, tail in model.tails.items()}
+    reset_spread(model)
+    try:
+        sums = measure_spread(model, forward, batches, config, runtime, tasks)
+    except BaseException:
+        set_spread(model, previous)
+        raise
     factors = sums.factors()
     set_spread(model, factors)
     for name, factor in factors.items():

@@ -7,7 +7,9 @@ gradient norm, and steps AdamW and the learning-rate schedule. Then, on their in
 ``"train"`` metrics record (``log_every``), validation on the validation stores with fixed masks
 (``validate_every``), and a checkpoint (``checkpoint_every``, and at the end). When the run ends
 by ``max_steps`` or ``max_minutes``, the ensemble's spread is calibrated on the validation batches
-first (``train.calibrate_spread``, :mod:`atmorep.train.calibration`).
+after the last validation and before the last checkpoint (``train.calibrate_spread``,
+:mod:`atmorep.train.calibration`). Training and validation score the raw ensemble: a resumed run
+resets the factors to one, and its end fits them again.
 
 Stopping: after ``max_steps``; or, cleanly with a checkpoint, when ``max_minutes`` of wall-clock
 time have passed or the process receives SIGTERM (as SLURM sends before a time limit). A loss or
@@ -53,7 +55,7 @@ from atmorep.runtime import (
     set_rng_state,
 )
 from atmorep.train import distributed
-from atmorep.train.calibration import calibration_tasks, fit_spread
+from atmorep.train.calibration import calibration_tasks, fit_spread, reset_spread
 from atmorep.train.checks import check_train_config, with_levels
 from atmorep.train.optimizer import build_optimizer
 from atmorep.train.residual_scales import initialise_scales
@@ -187,6 +189,8 @@ class Trainer:
         if not resume:
             return None
         self.state, generators = restore_state(found, self.parts, self.config, self.runtime)
+        if self.config.model.first_guess:  # factors fitted to older weights: back to the raw ensemble
+            reset_spread(self.parts.model.module)
         self.dataset.state = SamplerState(**self.state.sampler.to_dict())
         logger.info("resumed from '%s' at step %d", found, self.state.step)
         return generators
@@ -209,10 +213,10 @@ class Trainer:
                 pending = []
             progress.update(step)
             reason = self._stop_reason(started) or ("max_steps" if step == train.max_steps else "")
-            if reason in ("max_steps", "max_minutes"):
-                self._calibrate()
             if step % train.validate_every == 0 or reason in ("max_steps", "max_minutes"):
                 self._validate()
+            if reason in ("max_steps", "max_minutes"):
+                self._calibrate()
             if reason or step % train.checkpoint_every == 0:
                 self._checkpoint()
             if reason:

@@ -39,7 +39,7 @@ from atmorep.data.masking import MaskedField, draw_task, mask_fields
 from atmorep.model.output import ModelOutput
 from atmorep.numerics.latitude import latitude_weights
 from atmorep.numerics.modes import VISIBLE
-from atmorep.numerics.tokens import ALPHA_NAMES, tokenise_batch
+from atmorep.numerics.tokens import ALPHA_NAMES, token_grid, tokenise_batch
 from atmorep.runtime import Runtime, derive_seed
 from atmorep.train.losses import FieldLoss, combine_losses, crps_fair, mse_mean
 
@@ -66,6 +66,14 @@ class StepResult:
     task: str
     tokens: int
     targets: int
+
+
+def tasks_that_fit(config: RunConfig, tasks: Sequence[str]) -> tuple[str, ...]:
+    """``tasks`` without those the box cannot hold: forecast needs more time tokens than it masks,
+    interpolation at least three (a given one on each side of the hidden ones)."""
+    time_tokens = min(token_grid(config.data.box.shape, f.token_size, f.name)[0] for f in config.fields)
+    fits = {"forecast": config.train.forecast_tokens < time_tokens, "interpolate": time_tokens >= 3}
+    return tuple(task for task in tasks if fits.get(task, True))
 
 
 def masking_generator(seed: int, rank: int, step: int, micro: int = 0,

@@ -20,19 +20,16 @@ from atmorep.batch import Batch
 from atmorep.config import RunConfig
 from atmorep.data.dataset import BoxDataset
 from atmorep.data.statistics import Statistics
-from atmorep.numerics.tokens import token_grid
 from atmorep.runtime import Runtime
 from atmorep.train import distributed
-from atmorep.train.step import VALIDATION_TASKS, evaluate_batch
+from atmorep.train.step import VALIDATION_TASKS, evaluate_batch, tasks_that_fit
 
 logger = logging.getLogger(__name__)
 
 
 def validation_tasks(config: RunConfig) -> tuple[str, ...]:
-    """The fixed validation tasks; forecast only where every field has more time tokens than it masks."""
-    time_tokens = min(token_grid(config.data.box.shape, f.token_size, f.name)[0] for f in config.fields)
-    forecast_fits = config.train.forecast_tokens < time_tokens
-    return tuple(task for task in VALIDATION_TASKS if task != "forecast" or forecast_fits)
+    """The fixed validation tasks that the box holds (:func:`atmorep.train.step.tasks_that_fit`)."""
+    return tasks_that_fit(config, VALIDATION_TASKS)
 
 
 def summarise(means: dict[str, float]) -> dict[str, float]:
