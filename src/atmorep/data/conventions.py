@@ -194,8 +194,10 @@ def _swap_coordinate_dims(ds: xr.Dataset) -> xr.Dataset:
 
 
 def _check_variable_dims(ds: xr.Dataset, origin: str) -> None:
-    """Every field must have time, latitude and longitude dims and no unknown dim of size > 1."""
-    for name, var in ds.data_vars.items():
+    """Every field must have time, latitude and longitude dims and no unknown dim of size > 1 (fields in
+    name order, so the error names the same one whatever order the file lists them in)."""
+    for name in sorted(ds.data_vars, key=str):
+        var = ds[name]
         dims = set(var.dims)
         empty = [dim for dim in var.dims if ds.sizes[dim] == 0]
         if empty:
