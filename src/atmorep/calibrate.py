@@ -90,13 +90,7 @@ def _spread_skill(prediction: Path, truth: Path) -> dict[str, float]:
     from atmorep.evaluate.run import one_shot_lead
     from atmorep.evaluate.scoring import score, summary_table
 
-    scoring = logging.getLogger("atmorep.evaluate.scoring")
-    level = scoring.level
-    scoring.setLevel(logging.ERROR)  # its warning about the climatology this scoring does not need
-    try:
-        scores = score(prediction, truth)
-    finally:
-        scoring.setLevel(level)
+    scores = score(prediction, truth, baselines=False)  # the model's spread and error, nothing else
     with xr.open_zarr(prediction) as opened:
         lead = one_shot_lead(opened)
     table = summary_table(scores, lead)

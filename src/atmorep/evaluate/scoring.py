@@ -166,13 +166,13 @@ def _available(store: LazyStore, attrs: dict, times: np.ndarray, leads: np.ndarr
 
 
 def _score_field(store: LazyStore, field: str, model: xr.DataArray, mask: xr.DataArray | None,
-                 climatology: xr.DataArray | None, attrs: dict):
+                 climatology: xr.DataArray | None, attrs: dict, baselines: bool = True):
     """Lazy scores ``{(method, metric): [P, (L)]}``, rank frequencies and spectra of one field.
 
-    The truth is read once at every time the cases and the task's baselines need.
+    The truth is read once at every time the cases and the task's baselines (if wanted) need.
     """
     times, leads = model["time"].values, model["prediction_timedelta"].values
-    methods = _available(store, attrs, times, leads)
+    methods = _available(store, attrs, times, leads) if baselines else ()
     wanted = {"valid time": case_valid_times(model),
               **needed_times(attrs["task"], times, leads, attrs, methods)}
     known = store.read_once(field, wanted, model, chunk=leads.size)  # (T', [L], H, W)
@@ -293,7 +293,7 @@ def _frame(parts: list[pd.DataFrame], kind: str, order: list[str]) -> pd.DataFra
 def score(prediction: str | Path | xr.Dataset, truth: str | Path,
           climatology_source: str | Path | None = None, *, fields: Sequence[str] | None = None,
           climatology_cache: str | Path | None = None, climatology_window_days: int = 1,
-          name: str | None = None) -> Scores:
+          name: str | None = None, baselines: bool = True) -> Scores:
     """Score a prediction store against the truth and the baselines of its task.
 
     Args:
@@ -308,6 +308,7 @@ def score(prediction: str | Path | xr.Dataset, truth: str | Path,
             kept, one zarr store per field, and reused by later calls that need no other dates.
         climatology_window_days: odd width of the running mean over the day of year.
         name: the prediction's name in messages (default: its path, or ``<dataset>``).
+        baselines: False scores the model alone (no baseline is built, no climatology needed).
 
     Returns:
         The scores per task, field, level, lead time, method and metric, the model's rank
@@ -321,14 +322,14 @@ def score(prediction: str | Path | xr.Dataset, truth: str | Path,
     task = predicted.attrs["task"]
     store = LazyStore(truth, "truth store")
     models = {field: _model(predicted, field, name) for field in _field_names(predicted, fields, name)}
-    if climatology_source is None:
+    if climatology_source is None and baselines:
         logger.warning("no climatology source: scoring without the climatology baseline and acc")
     references = ({} if climatology_source is None else
                   climatologies(climatology_source, models, climatology_window_days, climatology_cache))
     mask = predicted[MASK].astype(bool) if task in MASKED_TASKS else None
     tables, histograms, spectra = [], [], []
     for field, model in models.items():
-        lazy = _score_field(store, field, model, mask, references.get(field), predicted.attrs)
+        lazy = _score_field(store, field, model, mask, references.get(field), predicted.attrs, baselines)
         scores, histogram, spectrum = dask.compute(*lazy)
         labels = {"task": task, "field": field}
         tables += [_long(value, "value", method=method, metric=metric, **labels)
