@@ -52,10 +52,10 @@ from atmorep.data.store import Store
 from atmorep.infer.engine import InferenceResult, infer
 from atmorep.infer.predictor import BoxPredictor
 from atmorep.infer.request import InferenceRequest
-from atmorep.infer.tasks import case_layout
 from atmorep.infer.tiling import TilePlan
 from atmorep.model.multiformer import build_model
 from atmorep.quickstart import CONFIG
+from atmorep.tasks import get_task
 
 START = "2001-03-01"
 COLUMNS = ("config", "tiles per pass", "batch size", "tiles/s", "domain passes/s", "seconds (best / median)",
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[dict], dict]:
     predictor = BoxPredictor.from_checkpoint(paths["checkpoint"], args.device, args.precision)
     clock = ModelClock(predictor)
     steps = grid.time
-    reference = case_layout("forecast", predictor.config).reference  # the first possible initialisation
+    reference = get_task("forecast").layout(predictor.config).reference  # the first possible initialisation
     times = tuple(steps[reference + 1: reference + 1 + args.cases])
     run_setting(SETTINGS[1], predictor, clock, paths, steps[reference: reference + 1], workdir / "warm.zarr")
     results: dict[int, list[InferenceResult]] = {number: [] for number in range(len(SETTINGS))}

@@ -35,8 +35,8 @@ from atmorep.evaluate.run import evaluate
 from atmorep.infer.engine import infer
 from atmorep.infer.predictor import BoxPredictor
 from atmorep.infer.request import InferenceRequest
-from atmorep.infer.tasks import case_layout
 from atmorep.quickstart import QuickstartPlan, case_times
+from atmorep.tasks import get_task
 
 logger = logging.getLogger("peer")
 
@@ -117,7 +117,7 @@ def train_peer(plan: QuickstartPlan, base: BoxPredictor, minutes: float, seed: i
     torch.manual_seed(seed)
     dataset = BoxDataset([str(plan.store(plan.period("train")))], config.fields, config.data, seed=seed,
                          statistics=base.statistics)
-    layout = case_layout("forecast", config)
+    layout = get_task("forecast").layout(config)
     given, predicted = layout.reference + 1, layout.block
     names = [f.name for f in config.fields]
     levels = {n: len(base.levels[n]) for n in names}

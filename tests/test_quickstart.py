@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from atmorep.cli import app
 from atmorep.config import load_config
-from atmorep.infer.tasks import case_layout
 from atmorep.quickstart import CONFIG, Period, QuickstartPlan, science_checks
+from atmorep.tasks import get_task
 
 REDUCED = ["--train-days", "1.5", "--eval-days", "1", "--spinup-days", "0.5", "--spinup-stagger-days", "0.5",
            "--train-minutes", "0.3", "--lead-hours", "6", "--case-every-hours", "6",
@@ -52,18 +52,18 @@ def test_case_times_keep_every_window_and_its_truth_inside_the_test_period(tmp_p
         def __init__(self, path):
             self.time = axis.astype("datetime64[s]")
 
-    monkeypatch.setattr("atmorep.data.store.Store", FakeStore)
+    monkeypatch.setattr("atmorep.infer.request.Store", FakeStore)
     from atmorep.quickstart import case_times
 
     plan = QuickstartPlan(root=tmp_path, periods=(Period("test", "2002-01-01", 2, 3),), forecast_lead_hours=6,
                           case_every_hours=12)
     forecast = case_times(plan, "forecast", config)
-    layout = case_layout("forecast", config)
+    layout = get_task("forecast").layout(config)
     assert forecast[0] == axis[layout.reference]  # the first window starts with the period
     assert all(t + np.timedelta64(6, "h") <= axis[-1] for t in forecast)
     assert np.all(np.diff(forecast) == np.timedelta64(12, "h"))
     interpolate = case_times(plan, "interpolate", config)
-    gap = case_layout("interpolate", config)
+    gap = get_task("interpolate").layout(config)
     assert interpolate[0] == axis[gap.reference]
     assert all(t + np.timedelta64(gap.window - 1 - gap.reference, "h") <= axis[-1] for t in interpolate)
 

@@ -40,8 +40,8 @@ from atmorep.checkpoint import (
 from atmorep.errors import DataError
 from atmorep.infer.engine import infer
 from atmorep.infer.predictor import BoxPredictor
-from atmorep.infer.request import InferenceRequest, Region
-from atmorep.infer.tasks import case_times
+from atmorep.infer.request import InferenceRequest, Region, case_times
+from atmorep.tasks import get_task
 from atmorep.train.calibration import FACTOR_RANGE, TASK_KINDS, set_spread
 
 logger = logging.getLogger(__name__)
@@ -121,8 +121,8 @@ def calibrate(request: CalibrationRequest) -> CalibrationResult:
                                 f"model's box; calibrate on a longer held-out period")
             inference = InferenceRequest(
                 checkpoint, request.data, output, task=task, times=times,
-                lead_hours=request.lead_hours if task == "forecast" else None,
-                infill_region=request.infill_region if task == "infill" else None,
+                **get_task(task).pick({"lead_hours": request.lead_hours,
+                                       "infill_region": request.infill_region}),
                 rollout="mean", batch_size=request.batch_size, device=request.device,
                 precision=request.precision, overwrite=True)
             infer(inference, predictor=predictor)

@@ -44,7 +44,7 @@ from atmorep.model.multiformer import MultiFormer, build_model
 logger = logging.getLogger(__name__)
 
 FORMAT = "atmorep-checkpoint"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 WEIGHTS, CONFIG, STATISTICS, META, TRAIN_STATE = (
     "model.safetensors", "config.yaml", "statistics.json", "meta.json", "train_state.pt")
 CHECKPOINT_DIR = "checkpoint"  # the latest checkpoint of a run: run_dir / CHECKPOINT_DIR
@@ -85,6 +85,8 @@ class Checkpoint:
 
 Migration = Callable[[Checkpoint], Checkpoint]
 MIGRATIONS: dict[int, Migration] = {}
+RENAMES: dict[int, Callable[[str], str]] = {}  # version -> how its migration renames parameters (also
+# applied to the parameter names of a resumed run's optimiser state)
 
 
 def register_migration(version: int) -> Callable[[Migration], Migration]:
@@ -123,14 +125,51 @@ def uncalibrated_spread(checkpoint: Checkpoint) -> Checkpoint:
     return replace(checkpoint, weights=weights)
 
 
+def name_rules(*rules: tuple[str, str]) -> Callable[[str], str]:
+    """A renaming of parameters by ``(pattern, replacement)`` regular expressions (the first that matches)."""
+    compiled = [(re.compile(pattern), replacement) for pattern, replacement in rules]
+
+    def rename(name: str) -> str:
+        for pattern, replacement in compiled:
+            if pattern.match(name):
+                return pattern.sub(replacement, name, count=1)
+        return name
+
+    return rename
+
+
+def _renamed(checkpoint: Checkpoint, version: int) -> Checkpoint:
+    rename = RENAMES[version]
+    return replace(checkpoint, weights={rename(name): value for name, value in checkpoint.weights.items()})
+
+
+RENAMES[3] = name_rules((r"^(decoders\.[^.]+\.blocks\.\d+\.)context_norm\.", r"\1context_norms.encoder."))
+RENAMES[4] = name_rules((r"^embeddings\.([^.]+)\.", r"fields.\1.embedding."),
+                        (r"^encoder\.layers\.(\d+)\.blocks\.([^.]+)\.", r"fields.\2.encoder.\1."),
+                        (r"^decoders\.([^.]+)\.", r"fields.\1.decoder."),
+                        (r"^tails\.([^.]+)\.", r"fields.\1.tail."))
+
+
 @register_migration(3)
 def one_block_class(checkpoint: Checkpoint) -> Checkpoint:
     """Version 3 had a decoder block of its own with one ``context_norm``; the one block class keeps a
     norm per source group, so the decoder's is ``context_norms.encoder``."""
-    pattern = re.compile(r"^(decoders\.[^.]+\.blocks\.\d+\.)context_norm\.")
-    weights = checkpoint.weights
-    return replace(checkpoint, weights={pattern.sub(r"\1context_norms.encoder.", name): value
-                                        for name, value in weights.items()})
+    return _renamed(checkpoint, 3)
+
+
+@register_migration(4)
+def field_grouped_weights(checkpoint: Checkpoint) -> Checkpoint:
+    """Version 4 kept each stage's modules together (``embeddings.<f>``, ``encoder.layers.<k>.blocks.<f>``,
+    ``decoders.<f>``, ``tails.<f>``); version 5 keeps each field's under ``fields.<f>`` (``embedding``,
+    ``encoder.<k>``, ``decoder``, ``tail``)."""
+    return _renamed(checkpoint, 4)
+
+
+def migrated_name(name: str, version: int) -> str:
+    """A parameter name of a version-``version`` checkpoint under the current format."""
+    for step in range(version, FORMAT_VERSION):
+        name = RENAMES[step](name) if step in RENAMES else name
+    return name
 
 
 def migrate(checkpoint: Checkpoint, where: str = "checkpoint") -> Checkpoint:

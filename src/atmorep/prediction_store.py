@@ -34,10 +34,10 @@ import atmorep
 from atmorep.errors import DataError
 from atmorep.fields import field_spec
 from atmorep.io import atomic_directory
+from atmorep.tasks import inference_tasks
 
 log = logging.getLogger(__name__)
 
-TASKS = ("forecast", "interpolate", "infill", "reconstruct", "downscale")
 LEVEL_KINDS = ("sigma", "pressure", "model", "surface")
 MASK = "target_mask"
 COORDINATES = ("time", "prediction_timedelta", "valid_time", "member", "level", "latitude", "longitude")
@@ -76,7 +76,7 @@ class PredictionLayout:
         members: ensemble size ``E`` (>= 1).
         latitude: ``[H]`` ascending, degrees north.
         longitude: ``[W]`` in [0, 360), increasing modulo 360 (a regional range may wrap past 360).
-        attrs: global attributes, JSON-serialisable; ``task`` is required (one of :data:`TASKS`).
+        attrs: global attributes, JSON-serialisable; ``task`` is required (a registered inference task).
         with_mask: write ``target_mask``, the points the model predicted.
     """
 
@@ -177,8 +177,9 @@ def _check_attrs(attrs: Mapping[str, Any]) -> None:
         json.dumps(attrs)
     except (TypeError, ValueError) as error:
         raise DataError(f"prediction layout: attrs must be JSON-serialisable ({error})") from error
-    if attrs.get("task") not in TASKS:
-        raise DataError(f"prediction layout: attrs 'task' is {attrs.get('task')!r}, expected one of {TASKS}")
+    if attrs.get("task") not in inference_tasks():
+        raise DataError(f"prediction layout: attrs 'task' is {attrs.get('task')!r}, expected one of "
+                        f"{inference_tasks()}")
 
 
 class PredictionWriter:
@@ -440,7 +441,7 @@ def _check_prediction(ds: xr.Dataset, path: str) -> None:
     if MASK in ds.data_vars and tuple(ds[MASK].dims) != MASK_DIMS:
         raise DataError(f"prediction store '{path}': '{MASK}' has dims {ds[MASK].dims}, "
                         f"expected {MASK_DIMS}")
-    if ds.attrs.get("task") not in TASKS:
+    if ds.attrs.get("task") not in inference_tasks():
         raise DataError(f"prediction store '{path}': attribute 'task' is {ds.attrs.get('task')!r}, "
-                        f"expected one of {TASKS}")
+                        f"expected one of {inference_tasks()}")
 

@@ -207,7 +207,7 @@ def calibrate_once(plan: QuickstartPlan, console: Console) -> None:
 
 def case_times(plan: QuickstartPlan, task: str, config: RunConfig) -> tuple:
     """Reference times of the test period whose windows and verifying truth lie inside its store."""
-    from atmorep.infer.tasks import case_times as times_in_store
+    from atmorep.infer.request import case_times as times_in_store
 
     return times_in_store(plan.store(plan.period("test")), task, config, plan.case_every_hours,
                           plan.forecast_lead_hours)
@@ -221,6 +221,7 @@ def infer_test_period(plan: QuickstartPlan, console: Console) -> dict[str, Path]
     from atmorep.infer.request import InferenceRequest
     from atmorep.prediction_store import open_prediction
     from atmorep.progress import progress_bar
+    from atmorep.tasks import get_task
 
     checkpoint = resolve_checkpoint(plan.run_dir)
     predictor = BoxPredictor.from_checkpoint(checkpoint)
@@ -233,8 +234,8 @@ def infer_test_period(plan: QuickstartPlan, console: Console) -> dict[str, Path]
             continue
         request = InferenceRequest(checkpoint, plan.store(plan.period("test")), output, task=task,
                                    times=case_times(plan, task, predictor.config),
-                                   lead_hours=plan.forecast_lead_hours if task == "forecast" else None,
-                                   infill_region=plan.infill_region if task == "infill" else None,
+                                   **get_task(task).pick({"lead_hours": plan.forecast_lead_hours,
+                                                          "infill_region": plan.infill_region}),
                                    rollout=plan.rollout, batch_size=plan.batch_size, overwrite=True)
         with progress_bar(task, console) as advance:
             result = infer(request, progress=advance, predictor=predictor)

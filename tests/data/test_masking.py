@@ -10,21 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atmorep.config import FieldConfig, MaskingConfig
-from atmorep.data.masking import (
-    COARSENED,
-    MASKED,
-    NOISED,
-    TASKS,
-    VISIBLE,
-    BertTask,
-    InfillTask,
+from atmorep.numerics.modes import COARSENED, MASKED, NOISED, VISIBLE
+from atmorep.tasks import TASKS, MaskingError, draw_task, make_task
+from atmorep.tasks.bert import BertTask
+from atmorep.tasks.draws import TokenShuffle
+from atmorep.tasks.infill import InfillTask
+from atmorep.tasks.masking import (
     MaskedField,
-    MaskingError,
-    TokenShuffle,
     apply_target_mask,
     coarsen_tokens,
-    draw_task,
-    make_task,
     mask_field,
     mask_fields,
 )

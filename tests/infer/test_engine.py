@@ -23,12 +23,13 @@ from torch import Tensor
 from atmorep.batch import BatchMetadata
 from atmorep.errors import AtmorepError, DataError
 from atmorep.infer.engine import infer, seam_attrs
-from atmorep.infer.predictor import BoxPredictor, coarsen_points, token_modes
-from atmorep.infer.tasks import region_points
+from atmorep.infer.predictor import BoxPredictor, token_modes
 from atmorep.infer.tiling import TilePlan
 from atmorep.io import temporary_sibling
+from atmorep.numerics.coarsening import coarsen
 from atmorep.numerics.modes import COARSENED, MASKED, VISIBLE
 from atmorep.prediction_store import open_prediction
+from atmorep.tasks.infill import region_points
 from tests.infer.conftest import FIELDS, NAN_FROM, hours, store_time
 
 WRAPPED = (-40.0, 40.0, 300.0, 60.0)  # a region across the 0/360 meridian: 9 x 13 points, 2 x 3 tiles
@@ -186,7 +187,7 @@ def test_downscaling_identity_gives_the_block_means_of_the_truth(make_request, p
     for p in range(6):
         truth = truth_on(prediction, truth_store, "t", when + hours(p))  # [L, 19, 36]
         values = prediction.t.isel(time=0, prediction_timedelta=p).values  # [E, L, 19, 36]
-        assert_float32_equal(values, coarsen_points(torch.from_numpy(truth), 2).numpy())
+        assert_float32_equal(values, coarsen(torch.from_numpy(truth), 2).numpy())
         assert_float32_equal(values[..., :2, :2], truth[:, :2, :2].mean(axis=(1, 2))[:, None, None])
         # 19 latitudes: the last block holds one row
         assert_float32_equal(values[..., 18, 4:6], truth[:, 18, 4:6].mean(axis=1)[:, None])
@@ -296,7 +297,7 @@ BAD_REQUESTS = {
                              "for task 'forecast', not for 'interpolate'"),
     "region-smaller-than-box": ({"region": (0, 30, 0, 30)}, None, "smaller than the model's box"),
     "region-without-points": ({"region": (1, 9, 0, 360)}, None, "holds no grid point"),
-    "infill-without-region": ({"task": "infill"}, None, "needs the region to fill"),
+    "infill-without-region": ({"task": "infill"}, None, "needs the option infill_region"),
     "infill-region-off-domain": ({"task": "infill", "infill_region": (1, 9, 0, 90)}, None,
                                  "holds no grid point"),
     "field-missing": ({}, "store_without_u", "needs field 'u'"),
@@ -364,20 +365,6 @@ def test_token_modes_mark_a_token_when_any_of_its_points_is_a_target():
     assert (modes == MASKED).any() and (modes == VISIBLE).any()
     coarse = token_modes(points, (2, 4, 4), levels=1, mode=COARSENED)
     assert torch.equal(coarse[:, 0] == COARSENED, modes[:, 0] == MASKED)
-
-
-def test_coarsen_points_gives_block_means_with_shorter_last_blocks():
-    values = torch.randn(2, 5, 7, dtype=torch.float64)  # [., H, W]: 5 and 7 are not multiples of 2 or 3
-    for factor in (2, 3):
-        coarse = coarsen_points(values, factor)
-        assert coarse.shape == values.shape
-        for i, j in itertools.product(range(0, 5, factor), range(0, 7, factor)):
-            block = (..., slice(i, i + factor), slice(j, j + factor))
-            mean = values[block].mean(dim=(-2, -1), keepdim=True)
-            torch.testing.assert_close(coarse[block], mean.expand_as(coarse[block]))
-    assert torch.equal(coarsen_points(values, 1), values)
-    with pytest.raises(DataError, match="coarsening factor"):
-        coarsen_points(values, 0)
 
 
 def test_region_points_across_the_date_line():

@@ -259,3 +259,19 @@ def test_every_plan_reproduces_the_field_it_cuts(plan, seed):
 def test_weights_of_moderate_overlaps_change_by_at_most_one_ramp_step(plan):
     lat_jump, lon_jump = _largest_jumps(_weight_maps(plan), plan.periodic)
     assert lat_jump <= _taper_bound(plan.overlap[0]) and lon_jump <= _taper_bound(plan.overlap[1])
+
+
+@pytest.mark.parametrize(("grid", "periodic"), [((32, 64), True), ((30, 50), False), ((17, 40), False)])
+@pytest.mark.parametrize("align", [2, 4])
+def test_aligned_plans_put_origins_on_the_coarse_blocks_and_cover_the_domain(grid, periodic, align):
+    plan = TilePlan.for_shape(grid, (8, 12), 0.5, periodic=periodic, align=align)
+    for size, box, origins, wraps in ((grid[0], 8, plan.latitude_origins, False),
+                                      (grid[1], 12, plan.longitude_origins, periodic)):
+        flush = () if wraps else (size - box,)
+        assert all(o % align == 0 or o in flush for o in origins)
+        assert len(set(origins)) == len(origins)
+    total = torch.zeros(grid, dtype=torch.float64)  # the blending weights sum to one at every point
+    rows, cols = plan.tile_index()
+    for k in range(plan.count):
+        total[rows[k][:, None], cols[k][None, :]] += plan.weights()[k]
+    torch.testing.assert_close(total, torch.ones(grid, dtype=torch.float64))

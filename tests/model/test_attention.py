@@ -40,9 +40,11 @@ def test_grouped_attention_paths_agree(dtype: torch.dtype, qk_norm: bool) -> Non
     layer = GroupedAttention(dim=32, head_dim=8, groups={SELF: 4, "u": 1, "v": 2}, qk_norm=qk_norm).to(dtype)
     x = torch.randn(2, 9, 32, dtype=dtype)
     sources = {"u": torch.randn(2, 5, 32, dtype=dtype), "v": torch.randn(2, 3, 32, dtype=dtype)}
-    fused, no_weights = layer(x, sources)
-    explicit, weights = layer(x, sources, return_weights=True)
-    assert no_weights == {}
+    fused = layer(x, sources)
+    weights = layer.weights(x, sources)
+    groups = layer._per_group(x, sources)
+    explicit = torch.cat([explicit_attention(*groups[name])[0] for name in groups], dim=1)  # [B, H, N, d]
+    explicit = layer.out(explicit.transpose(1, 2).reshape(2, 9, -1))
     torch.testing.assert_close(fused, explicit, rtol=0, atol=TOLERANCE[dtype])
     assert {name: tuple(w.shape) for name, w in weights.items()} == {
         SELF: (2, 4, 9, 9), "u": (2, 1, 9, 5), "v": (2, 2, 9, 3)}
@@ -55,11 +57,11 @@ def test_group_reads_only_its_source() -> None:
     layer = GroupedAttention(dim=16, head_dim=4, groups={SELF: 2, "u": 1, "v": 0})
     assert layer.groups == {SELF: 2, "u": 1}  # empty groups are dropped
     x, u = torch.randn(1, 4, 16), torch.randn(1, 3, 16)
-    base, _ = layer(x, {"u": u})
-    moved, _ = layer(x, {"u": u + 1.0})
+    base = layer(x, {"u": u})
+    moved = layer(x, {"u": u + 1.0})
     assert not torch.allclose(base, moved)
     with torch.no_grad():
         layer.out.weight[:, 8:] = 0  # silence the "u" heads (columns 8..11 of the concatenation)
-    base, _ = layer(x, {"u": u})
-    moved, _ = layer(x, {"u": u + 1.0})
+    base = layer(x, {"u": u})
+    moved = layer(x, {"u": u + 1.0})
     torch.testing.assert_close(base, moved, rtol=0, atol=0)

@@ -11,10 +11,14 @@ load into it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import make_config, make_inputs
 
+from atmorep.checkpoint import read_checkpoint
+from atmorep.config import resolve_config
 from atmorep.model import build_model
 
 GOLDEN = {  # with the first guess
@@ -66,3 +70,21 @@ if __name__ == "__main__":
         first, second = (", ".join(map(repr, part)) for part in (head_values[:4], head_values[4:]))
         print(f"    {field_name!r}: ([{first},\n           {second}],\n"
               f"          {mean_sum!r}, {spread_sum!r}),")
+
+
+def test_a_format_4_checkpoint_loads_into_the_current_layout_and_gives_the_golden_forward() -> None:
+    """``data/golden_v4`` holds the golden model's weights (seed 0, first guess) as checkpoint format 4
+    wrote them; the named migrations bring them to the current parameter names, strictly."""
+    checkpoint = read_checkpoint(Path(__file__).parent / "data" / "golden_v4")
+    config = resolve_config(checkpoint.config)
+    model = build_model(config)
+    model.load_state_dict(checkpoint.weights, strict=True)
+    model = model.double().eval()
+    tokens, modes, alpha = make_inputs(config, batch=2, seed=7, dtype=torch.float64)
+    with torch.no_grad():
+        output = model(tokens, modes, alpha)
+    for name, (head, total, _) in GOLDEN.items():
+        mean = output.fields[name].mean
+        expected = torch.tensor(head, dtype=torch.float64)
+        torch.testing.assert_close(mean.flatten()[:8], expected, rtol=0, atol=1e-10)
+        assert float(mean.sum()) == pytest.approx(total, rel=1e-10)

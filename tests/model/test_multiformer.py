@@ -9,6 +9,7 @@ from conftest import make_config, make_inputs
 from atmorep.config import ConfigError
 from atmorep.errors import DataError
 from atmorep.model import build_model
+from atmorep.model.attention import record_attention
 from atmorep.numerics.modes import MASKED, VISIBLE
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -23,7 +24,7 @@ def test_output_shapes_and_ensemble_statistics(config, inputs) -> None:
     tokens, modes, alpha = inputs
     with torch.no_grad():
         output = _model(config, dtype=torch.float32)(tokens, modes, alpha)
-    assert list(output.fields) == ["t", "u"] and output.attention is None
+    assert list(output.fields) == ["t", "u"]
     for name, values in (("t", 8), ("u", 32)):
         prediction, m = output.fields[name], int((modes[name] != VISIBLE).sum())
         assert m > 0 and prediction.members.shape == (m, 8, values)
@@ -38,8 +39,8 @@ def test_targets_in_row_major_order(config, inputs) -> None:
     tokens, modes, alpha = make_inputs(config, dtype=torch.float64)
     with torch.no_grad():
         guesses, kinds = model.guess(tokens, modes)
-        encoded, _ = model.encode(model.embed(guesses, modes, alpha, kinds))
-        decoded, _ = model.decode(encoded)
+        encoded = model.encode(model.embed(guesses, modes, alpha, kinds))
+        decoded = model.decode(encoded)
         output = model(tokens, modes, alpha)
     for name in ("t", "u"):
         index = torch.nonzero(modes[name] != VISIBLE)  # [M, 5] (b, l, t, h, w)
@@ -53,24 +54,29 @@ def test_targets_in_row_major_order(config, inputs) -> None:
         torch.testing.assert_close(output.fields[name].members, expected, rtol=0, atol=0)
 
 
-def test_attention_path_matches_fused_path(config) -> None:
+def test_recording_attention_leaves_the_prediction_unchanged_and_gives_every_map(config) -> None:
     model = _model(config)
     tokens, modes, alpha = make_inputs(config, dtype=torch.float64)
     with torch.no_grad():
-        fused = model(tokens, modes, alpha)
-        explicit = model(tokens, modes, alpha, return_attention=True)
-    for name in fused.fields:
-        torch.testing.assert_close(explicit.fields[name].members, fused.fields[name].members,
-                                   rtol=0, atol=1e-10)
-    shapes = {key: tuple(value.shape) for key, value in explicit.attention.items()}
-    assert shapes["encoder/1/t/self"] == (2, 4, 64, 64)
-    assert shapes["encoder/0/t/cross/u"] == (2, 1, 64, 8)
-    assert shapes["encoder/0/u/cross/t"] == (2, 1, 8, 64)
-    assert shapes["decoder/1/u/self"] == (2, 2, 8, 8)
-    assert shapes["decoder/0/u/cross"] == (2, 2, 8, 8)
-    assert len(shapes) == 2 * 4 + 2 * 2 * 2
-    for value in explicit.attention.values():
-        torch.testing.assert_close(value.sum(-1), torch.ones(value.shape[:-1], dtype=value.dtype))
+        plain = model(tokens, modes, alpha)
+        with record_attention(model) as maps:
+            recorded = model(tokens, modes, alpha)
+        again = model(tokens, modes, alpha)  # the hooks are gone
+    for name in plain.fields:
+        torch.testing.assert_close(recorded.fields[name].members, plain.fields[name].members, rtol=0, atol=0)
+    assert maps and all(len(calls) == 1 for calls in maps.values())
+    assert len(again.fields) == len(plain.fields)
+    assert {name.split(".")[1] for name in maps} == {"t", "u"}  # every attention module is a field's
+    shapes = {f"{name}/{group}": tuple(value.shape) for name, calls in maps.items()
+              for group, value in calls[0].items()}
+    assert shapes["fields.t.encoder.1.attention/self"] == (2, 4, 64, 64)
+    assert shapes["fields.t.encoder.0.attention/u"] == (2, 1, 64, 8)
+    assert shapes["fields.u.encoder.0.attention/t"] == (2, 1, 8, 64)
+    assert shapes["fields.u.decoder.blocks.1.attention/self"] == (2, 2, 8, 8)
+    assert shapes["fields.u.decoder.blocks.0.attention/encoder"] == (2, 2, 8, 8)
+    for calls in maps.values():
+        for value in calls[0].values():
+            torch.testing.assert_close(value.sum(-1), torch.ones(value.shape[:-1], dtype=value.dtype))
 
 
 def _permuted_config(config):
@@ -87,8 +93,8 @@ def test_field_order_does_not_matter(config) -> None:
     permute = (lambda d: dict(reversed(list(d.items()))))  # noqa: E731
     with torch.no_grad():
         states = model.embed(*model.guess(tokens, modes)[:1], modes, alpha, model.guess(tokens, modes)[1])
-        encoded = model.encode(states)[0]
-        encoded_other = other.encode(permute(states))[0]
+        encoded = model.encode(states)
+        encoded_other = other.encode(permute(states))
         output = model(tokens, modes, alpha)
         output_other = other(permute(tokens), permute(modes), permute(alpha))
     assert list(output_other.fields) == ["u", "t"]
@@ -156,7 +162,7 @@ def test_tail_stays_float32_under_autocast(config, inputs) -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         tokens, modes, alpha = inputs
         guesses, kinds = model.guess(tokens, modes)
-        encoded, _ = model.encode(model.embed(guesses, modes, alpha, kinds))
+        encoded = model.encode(model.embed(guesses, modes, alpha, kinds))
         output = model(*inputs)
     assert encoded[-1]["t"].dtype == torch.bfloat16  # the trunk runs in the autocast dtype
     assert all(p.members.dtype == torch.float32 for p in output.fields.values())
@@ -167,7 +173,8 @@ def test_field_not_predicted_has_no_decoder() -> None:
         {"name": "t", "levels": [850.0, 500.0], "token_size": [2, 2, 2], "coupled_with": ["u"]},
         {"name": "u", "levels": [850.0], "token_size": [2, 4, 4], "predicted": False}])
     model = _model(config)
-    assert list(model.decoders) == ["t"] and list(model.tails) == ["t"]
+    assert list(model.tails) == ["t"] and not hasattr(model.fields["u"], "decoder")
+    assert model.coupling == {"t": ["u"], "u": []}
     with torch.no_grad():
         output = model(*make_inputs(config, dtype=torch.float64))
     assert list(output.fields) == ["t"]

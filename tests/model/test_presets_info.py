@@ -40,8 +40,8 @@ def test_trunk_shapes_on_meta_device(preset: str) -> None:
     tokens, modes, alpha = (
         {k: v.to("meta") for k, v in part.items()} for part in make_inputs(config))
     kinds = {name: torch.zeros_like(mode) for name, mode in modes.items()}  # the kinds of the first guess
-    encoded, _ = model.encode(model.embed(tokens, modes, alpha, kinds))
-    decoded, _ = model.decode(encoded)
+    encoded = model.encode(model.embed(tokens, modes, alpha, kinds))
+    decoded = model.decode(encoded)
     dim = PRESETS[preset]["dim"]
     assert len(encoded) == config.model.encoder_layers
     assert {name: tuple(x.shape) for name, x in encoded[-1].items()} == {"t": (2, 64, dim), "u": (2, 8, dim)}

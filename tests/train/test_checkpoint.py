@@ -56,10 +56,21 @@ def _absolute(config):
     return resolve_config({**data, "model": {**data["model"], "first_guess": False}})
 
 
+def _stage_grouped(weights: dict) -> dict:
+    """Weights under the names of format 4 and before (each stage's modules together)."""
+    rules = ((r"^fields\.([^.]+)\.embedding\.", r"embeddings.\1."),
+             (r"^fields\.([^.]+)\.encoder\.(\d+)\.", r"encoder.layers.\2.blocks.\1."),
+             (r"^fields\.([^.]+)\.decoder\.", r"decoders.\1."), (r"^fields\.([^.]+)\.tail\.", r"tails.\1."))
+    rename = ckpt.name_rules(*rules)
+    return {rename(name): value for name, value in weights.items()}
+
+
 def _version_one(contents: Checkpoint) -> Checkpoint:
-    """Contents as format version 1 wrote them: no ``first_guess`` key in the model config."""
+    """Contents as format version 1 wrote them: no ``first_guess`` key in the model config, each stage's
+    weights together."""
     model = {key: value for key, value in contents.config["model"].items() if key != "first_guess"}
-    return replace(contents, config={**contents.config, "model": model}, meta={**contents.meta, "version": 1})
+    return replace(contents, weights=_stage_grouped(contents.weights),
+                   config={**contents.config, "model": model}, meta={**contents.meta, "version": 1})
 
 
 def test_version_one_checkpoints_load_as_the_absolute_formulation(config, statistics, tmp_path):
@@ -81,9 +92,22 @@ def test_version_one_weights_under_a_first_guess_config_fail_with_one_line(confi
     assert "\n" not in str(error.value)
 
 
+def test_version_four_names_move_under_each_field(config, statistics, tmp_path):
+    contents = _contents(config, statistics)
+    old = replace(contents, weights=_stage_grouped(contents.weights), meta={**contents.meta, "version": 4})
+    assert "encoder.layers.0.blocks.t.attention.query.weight" in old.weights
+    write_checkpoint(tmp_path / "v4", old)
+    model, _, _ = load_model(tmp_path / "v4")
+    assert all(torch.equal(model.state_dict()[name], value) for name, value in contents.weights.items())
+    assert ckpt.migrated_name("tails.t.scale", 2) == "fields.t.tail.scale"
+    assert ckpt.migrated_name("decoders.t.blocks.1.context_norm.weight", 3) == (
+        "fields.t.decoder.blocks.1.context_norms.encoder.weight")
+
+
 def test_version_two_checkpoints_load_with_uncalibrated_spread(config, statistics, tmp_path):
     contents = _contents(config, statistics)
-    weights = {name: value for name, value in contents.weights.items() if not name.endswith(".spread")}
+    weights = {name: value for name, value in _stage_grouped(contents.weights).items()
+               if not name.endswith(".spread")}
     assert len(weights) == len(contents.weights) - 1  # the one predicted field's tail
     old = replace(contents, weights=weights, meta={**contents.meta, "version": 2})
     write_checkpoint(tmp_path / "v2", old)
@@ -95,7 +119,7 @@ def test_version_two_checkpoints_load_with_uncalibrated_spread(config, statistic
 def test_version_three_decoder_norms_load_under_the_one_block_class(config, statistics, tmp_path):
     contents = _contents(config, statistics)
     renamed = {name.replace("context_norms.encoder.", "context_norm."): value
-               for name, value in contents.weights.items()}
+               for name, value in _stage_grouped(contents.weights).items()}
     assert renamed.keys() != contents.weights.keys()  # the decoder's norm had another name
     old = replace(contents, weights=renamed, meta={**contents.meta, "version": 3})
     write_checkpoint(tmp_path / "v3", old)
@@ -106,7 +130,8 @@ def test_version_three_decoder_norms_load_under_the_one_block_class(config, stat
 def test_residual_scales_and_spread_factors_round_trip(config, statistics, tmp_path):
     contents = _contents(config, statistics)
     scales = {name: value for name, value in contents.weights.items() if name.endswith(("scale", "spread"))}
-    assert {"tails.t.scale", "tails.t.spread", "embeddings.t.difference_scale"} <= set(scales)
+    assert {"fields.t.tail.scale", "fields.t.tail.spread",
+            "fields.t.embedding.difference_scale"} <= set(scales)
     weights = {name: value + 0.25 if name in scales else value for name, value in contents.weights.items()}
     write_checkpoint(tmp_path / "ckpt", replace(contents, weights=weights))
     model, _, _ = load_model(tmp_path / "ckpt")
@@ -172,7 +197,7 @@ def test_migrations_upgrade_old_formats_in_turn(config, statistics, tmp_path, mo
 
     monkeypatch.setitem(ckpt.MIGRATIONS, 0, rename_heads)
     model, _, _ = load_model(tmp_path / "old")
-    assert torch.equal(model.state_dict()["tails.t.weight"], contents.weights["tails.t.weight"])
+    assert torch.equal(model.state_dict()["fields.t.tail.weight"], contents.weights["tails.t.weight"])
     assert read_checkpoint(tmp_path / "old").meta["version"] == ckpt.FORMAT_VERSION
 
 
@@ -200,7 +225,7 @@ def test_weights_that_do_not_fit_the_config_are_refused(config, statistics, tmp_
     with pytest.raises(CheckpointError, match="size mismatch"):
         load_model(tmp_path / "ckpt")
     weights = dict(contents.weights)
-    weights.pop("tails.t.bias")
+    weights.pop("fields.t.tail.bias")
     write_checkpoint(tmp_path / "partial", replace(contents, weights=weights))
-    with pytest.raises(CheckpointError, match=r"missing \['tails.t.bias'\]"):
+    with pytest.raises(CheckpointError, match=r"missing \['fields.t.tail.bias'\]"):
         load_model(tmp_path / "partial")

@@ -34,7 +34,7 @@ def test_every_model_parameter_is_in_exactly_one_group():
     assert sorted(grouped) == sorted(id(p) for p in model.parameters())
     skip = no_decay_names(model)
     assert any(name.endswith("kind_tokens") for name in skip)  # the embedding table of the kinds of guess
-    assert "tails.t.weight" not in skip and "tails.t.bias" in skip
+    assert "fields.t.tail.weight" not in skip and "fields.t.tail.bias" in skip
     assert all(model.get_parameter(name).ndim < 2 or "bias" in name or "kind_tokens" in name for name in skip)
     absolute = build_model(make_config(first_guess=False))
     assert any(name.endswith("mask_token") for name in no_decay_names(absolute))

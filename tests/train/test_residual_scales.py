@@ -39,12 +39,13 @@ def test_difference_scales_floor_and_copy_into_the_model():
     class Model(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.tails = torch.nn.ModuleDict({"t": torch.nn.Module()})
-            self.embeddings = torch.nn.ModuleDict({"t": torch.nn.Module()})
-            self.tails["t"].register_buffer("scale", torch.ones(1, len(GUESS_KINDS)))
-            self.embeddings["t"].register_buffer("difference_scale", torch.ones(1))
+            self.fields = torch.nn.ModuleDict({"t": torch.nn.Module()})
+            self.fields["t"].tail = torch.nn.Module()
+            self.fields["t"].embedding = torch.nn.Module()
+            self.fields["t"].tail.register_buffer("scale", torch.ones(1, len(GUESS_KINDS)))
+            self.fields["t"].embedding.register_buffer("difference_scale", torch.ones(1))
 
     model = Model()
     set_scales(model, residual, difference)
-    assert torch.equal(model.tails["t"].scale, residual["t"])
-    assert torch.equal(model.embeddings["t"].difference_scale, difference["t"])
+    assert torch.equal(model.fields["t"].tail.scale, residual["t"])
+    assert torch.equal(model.fields["t"].embedding.difference_scale, difference["t"])

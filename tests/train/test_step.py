@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from atmorep.data.dataset import BoxDataset
-from atmorep.data.masking import MaskedField
 from atmorep.model.multiformer import build_model
 from atmorep.model.output import FieldPrediction, ModelOutput
 from atmorep.runtime import make_runtime
+from atmorep.tasks.masking import MaskedField
 from atmorep.train.checks import with_levels
 from atmorep.train.step import evaluate_batch, field_losses, masking_generator, train_step
 from tests.train.conftest import make_config

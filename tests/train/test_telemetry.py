@@ -43,7 +43,7 @@ def test_flops_per_sample_counts_each_field_with_its_own_tokens():
     config = make_config()  # t: 2 levels x (2, 4, 4) tokens of (2, 2, 2); u: 1 level x (2, 2, 2)
     model = build_model(config)
     tokens = {"t": 2 * 2 * 4 * 4, "u": 1 * 2 * 2 * 2}
-    own = {name: sum(p.numel() for m in model.field_modules(name) for p in m.parameters()) for name in tokens}
+    own = {name: sum(p.numel() for p in model.fields[name].parameters()) for name in tokens}
     shared = sum(p.numel() for p in model.parameters()) - sum(own.values())
     expected = 6 * (own["t"] * tokens["t"] + own["u"] * tokens["u"] + shared * sum(tokens.values()))
     assert flops_per_sample(model, config, LEVELS) == pytest.approx(expected)

@@ -122,7 +122,8 @@ def climatology_forecast(climatology: Data, init_times: object, lead_times: obje
 
 
 def coarsen(field: Data, factor: int) -> Data:
-    """Block means of ``factor x factor`` grid points (latitude x longitude).
+    """Block means of ``factor x factor`` grid points (latitude x longitude), as the model is given a
+    coarse field (:func:`atmorep.numerics.coarsening.block_means`).
 
     Coordinates become the block centres (means of the block's coordinates). The grid sizes must
     be multiples of ``factor``: crop first (e.g. ERA5's 721 latitudes to 720).
@@ -133,7 +134,28 @@ def coarsen(field: Data, factor: int) -> Data:
         if dim not in field.dims or field.sizes[dim] % factor:
             size = field.sizes.get(dim, "no")
             raise DataError(f"coarsen needs a dim '{dim}' whose size is a multiple of {factor}, got {size}")
-    return field.coarsen(latitude=factor, longitude=factor, boundary="exact").mean()
+    if isinstance(field, xr.Dataset):
+        return field.map(coarsen, args=(factor,))
+    return _block_means(field, int(factor))
+
+
+def _block_means(field: xr.DataArray, factor: int) -> xr.DataArray:
+    import torch  # the coarsening is the model's own (numerics.coarsening); evaluation loads torch here only
+
+    from atmorep.numerics.coarsening import block_means
+
+    def means(values: np.ndarray) -> np.ndarray:
+        return block_means(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)), factor).numpy()
+
+    grid = ["latitude", "longitude"]
+    centres = {d: field[d].values.reshape(-1, factor).mean(axis=1) for d in grid}
+    sizes = {d: centres[d].size for d in grid}
+    data = field.chunk(dict.fromkeys(grid, -1)) if field.chunks else field
+    coarse = xr.apply_ufunc(means, data, input_core_dims=[grid], output_core_dims=[grid],
+                            exclude_dims=set(grid), dask="parallelized", output_dtypes=[np.float64],
+                            dask_gufunc_kwargs={"output_sizes": sizes})
+    coarse = coarse.astype(np.result_type(field.dtype, np.float32)).assign_coords(centres)
+    return coarse.transpose(*field.dims).assign_attrs(field.attrs)
 
 
 def unwrapped_longitude(longitude: np.ndarray, origin: float | None = None) -> np.ndarray:

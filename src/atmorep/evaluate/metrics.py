@@ -29,6 +29,7 @@ from atmorep.evaluate.climatology import (
     select_variables_like,
     valid_times,
 )
+from atmorep.numerics.crps import crps
 from atmorep.numerics.latitude import latitude_weights as area_weights
 
 __all__ = [
@@ -204,31 +205,12 @@ def _members(ensemble: Data, member_dim: str, minimum: int, metric: str) -> int:
     return size
 
 
-def _sorted_pair_sum(values: np.ndarray) -> np.ndarray:
-    """``sum_{i<j} |x_i - x_j|`` over the last axis, ``[..., E] -> [...]``, in O(E log E).
-
-    For sorted members ``x_(1) <= ... <= x_(E)`` the sum is ``sum_k k (E - k) (x_(k+1) - x_(k))``:
-    neighbour gaps times positive weights, so no cancellation (as in ``atmorep.train.losses``).
-    """
-    size = values.shape[-1]
-    gaps = np.diff(np.sort(values, axis=-1), axis=-1)  # [..., E-1]; NaN members sort last, give NaN
-    k = np.arange(1, size, dtype=np.float64)
-    return gaps @ (k * (size - k)).astype(gaps.dtype)
-
-
-def _pair_sum(ensemble: Data, member_dim: str) -> Data:
-    return xr.apply_ufunc(_sorted_pair_sum, ensemble, input_core_dims=[[member_dim]], dask="parallelized",
-                          output_dtypes=[np.float64], dask_gufunc_kwargs={"allow_rechunk": True})
-
-
 def _crps(ensemble: Data, truth: Data, dims: Dims, member_dim: str, fair: bool) -> Data:
-    size = _members(ensemble, member_dim, 1, "crps")
+    _members(ensemble, member_dim, 1, "crps")
     _aligned(ensemble.isel({member_dim: 0}, drop=True), truth)
-    skill = abs(ensemble - truth).mean(member_dim, skipna=False)
-    if size == 1:
-        return weighted_mean(skill, reduce_dims(truth, dims))
-    pairs = _pair_sum(ensemble, member_dim)
-    score = skill - pairs / (size * (size - 1) if fair else size * size)
+    score = xr.apply_ufunc(crps, ensemble, truth, input_core_dims=[[member_dim], []], kwargs={"fair": fair},
+                           dask="parallelized", output_dtypes=[np.float64],
+                           dask_gufunc_kwargs={"allow_rechunk": True})
     return weighted_mean(score, reduce_dims(truth, dims))
 
 

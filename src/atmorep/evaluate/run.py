@@ -29,6 +29,7 @@ from atmorep.evaluate.scoring import Scores, score, summary_table, write_scores
 from atmorep.evaluate.truth import open_store
 from atmorep.io import atomic_write_text
 from atmorep.prediction_store import MASK, open_prediction
+from atmorep.tasks import get_task, inference_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,8 @@ def one_shot_lead(prediction: xr.Dataset) -> float | None:
     Read from the attribute ``one_shot_lead_hours``; stores without it derive it from the resolved
     config they carry. None for other tasks (their summary averages every predicted step).
     """
-    if prediction.attrs.get("task") != "forecast":
+    task = prediction.attrs.get("task")
+    if task not in inference_tasks() or not get_task(task).rolls_out:
         return None
     if prediction.attrs.get("one_shot_lead_hours") is not None:
         return float(prediction.attrs["one_shot_lead_hours"])

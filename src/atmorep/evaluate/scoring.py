@@ -48,23 +48,15 @@ from atmorep.errors import DataError
 from atmorep.evaluate import metrics
 from atmorep.evaluate.climatology_cache import at_cases, climatologies
 from atmorep.evaluate.metrics import SPATIAL_DIMS as SPATIAL
-from atmorep.evaluate.task_baselines import (
-    BASELINES,
-    BUILDERS,
-    HISTORY,
-    REQUIRED_ATTRS,
-    Context,
-    baseline_times,
-    needed_times,
-)
+from atmorep.evaluate.task_baselines import BUILDERS, Context, baseline_times, needed_times
 from atmorep.evaluate.truth import LazyStore, case_valid_times, select_cases
 from atmorep.io import atomic_write_text
 from atmorep.prediction_store import MASK, open_prediction
+from atmorep.tasks import get_task, inference_tasks
 
 logger = logging.getLogger(__name__)
 
 MODEL = "model"
-MASKED_TASKS = ("infill", "reconstruct")
 COLUMNS: dict[str, tuple[str, ...]] = {  # the columns of each table of Scores
     "table": ("task", "field", "level", "lead", "method", "metric", "value"),
     "rank_histogram": ("task", "field", "level", "lead", "rank", "frequency"),
@@ -154,10 +146,10 @@ def _spectra(model: xr.DataArray, truth: xr.DataArray, mask: xr.DataArray | None
 
 def _available(store: LazyStore, attrs: dict, times: np.ndarray, leads: np.ndarray) -> tuple[str, ...]:
     """The task's baselines, without those that need steps the truth store does not hold (warned)."""
-    methods = []
-    for method in BASELINES[attrs["task"]]:
+    methods, task = [], get_task(attrs["task"])
+    for method in task.baselines:
         needed = baseline_times(method, times, leads, attrs)
-        if method in HISTORY and not all(store.holds(wanted) for wanted in needed.values()):
+        if method in task.history and not all(store.holds(wanted) for wanted in needed.values()):
             logger.warning("truth store '%s' lacks the %s the %s baseline needs: left out", store.path,
                            next(iter(needed)), method)
             continue
@@ -206,10 +198,11 @@ def _prediction(prediction: str | Path | xr.Dataset, name: str | None = None) ->
         raise DataError(f"prediction '{name}' needs datetime 'time', timedelta 'prediction_timedelta', "
                         f"latitude and longitude dims, got {dict(data.dims)}")
     task = data.attrs.get("task")
-    if task not in BASELINES:
-        raise DataError(f"prediction '{name}' has task attribute {task!r}, expected one of {list(BASELINES)}")
-    lacking = [a for a in REQUIRED_ATTRS.get(task, ()) if a not in data.attrs]
-    if lacking or (task in MASKED_TASKS and MASK not in data):
+    if task not in inference_tasks():
+        raise DataError(f"prediction '{name}' has task attribute {task!r}, expected one of "
+                        f"{list(inference_tasks())}")
+    lacking = [a for a in get_task(task).required_attrs if a not in data.attrs]
+    if lacking or (get_task(task).with_mask and MASK not in data):
         raise DataError(f"prediction '{name}' of task '{task}' lacks {lacking or MASK!r}")
     factor = data.attrs.get("coarsen_factor", 1)
     if not isinstance(factor, int | np.integer) or factor < 1:
@@ -257,7 +250,7 @@ def _model(prediction: xr.Dataset, field: str, name: str) -> xr.DataArray:
         if not present.size:
             raise DataError(f"prediction '{name}': field '{field}' is NaN at every level of its first case")
         model = model.isel(level=present)
-    if prediction.attrs["task"] == "downscale":
+    if "coarsen_factor" in get_task(prediction.attrs["task"]).required_attrs:  # baselines need whole blocks
         model = _cropped(model, int(prediction.attrs["coarsen_factor"]))
     return model
 
@@ -326,7 +319,7 @@ def score(prediction: str | Path | xr.Dataset, truth: str | Path,
         logger.warning("no climatology source: scoring without the climatology baseline and acc")
     references = ({} if climatology_source is None else
                   climatologies(climatology_source, models, climatology_window_days, climatology_cache))
-    mask = predicted[MASK].astype(bool) if task in MASKED_TASKS else None
+    mask = predicted[MASK].astype(bool) if get_task(task).with_mask else None
     tables, histograms, spectra = [], [], []
     for field, model in models.items():
         lazy = _score_field(store, field, model, mask, references.get(field), predicted.attrs, baselines)

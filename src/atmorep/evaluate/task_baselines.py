@@ -1,8 +1,9 @@
 """The baselines of each task, built for the cases of a prediction from the truth store.
 
-Each task is scored against the reference methods a model of that task has to beat
-(:data:`BASELINES`), each built by a function of :data:`BUILDERS` from a :class:`Context` (the
-truth at the cases and at the other times the baselines need, and the prediction's attributes):
+Each task is scored against the reference methods a model of that task has to beat (its
+:attr:`~atmorep.tasks.Task.baselines`), each built by a function of :data:`BUILDERS` from a
+:class:`Context` (the truth at the cases and at the other times the baselines need, and the
+prediction's attributes):
 
 ========================  ==========================================================================
 task                      baselines
@@ -25,7 +26,8 @@ downscale                 bilinear, bicubic (the truth coarsened by ``coarsen_fa
 The temporal baselines read the steps the model's box gives next to the predicted ones: a forecast
 box ends at ``time`` (the last ``CONTEXT_STEPS`` steps are used), an interpolation box gives
 ``(box_time - P) / 2`` steps on each side of its ``P`` predicted steps (the attribute ``box``). A
-truth store that holds only the cases' own steps leaves these (:data:`HISTORY`) out, with a warning.
+truth store that holds only the cases' own steps leaves these (the task's ``history``) out, with a
+warning.
 
 Every baseline comes in the layout of the truth of the cases, ``(time, prediction_timedelta,
 [level], latitude, longitude)``, lazy. The times a baseline needs besides the valid times (the
@@ -45,18 +47,7 @@ import xarray as xr
 from atmorep.errors import DataError
 from atmorep.evaluate import baseline_methods
 from atmorep.numerics.temporal_fit import CONTEXT_STEPS, TREND_DAMPING, temporal_weights
-
-BASELINES: dict[str, tuple[str, ...]] = {  # the reference methods of each task, by builder name
-    "forecast": ("persistence", "trend", "first_guess", "climatology"),
-    "interpolate": ("linear", "cubic", "climatology"),
-    "infill": ("spatial", "climatology"),
-    "reconstruct": ("spatial", "climatology"),
-    "downscale": ("bilinear", "bicubic"),
-}
-HISTORY = ("trend", "first_guess", "cubic")  # need steps a truth store of the cases may not hold
-REQUIRED_ATTRS: dict[str, tuple[str, ...]] = {"forecast": ("time_step_hours",),
-                                               "interpolate": ("time_step_hours", "box"),
-                                               "downscale": ("coarsen_factor",)}
+from atmorep.tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -123,7 +114,7 @@ def needed_times(task: str, times: np.ndarray, leads: np.ndarray, attrs: dict,
                  methods: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """The times the baselines ``methods`` (default: all of ``task``'s) need besides the valid times."""
     needed: dict[str, np.ndarray] = {}
-    for method in BASELINES[task] if methods is None else methods:
+    for method in get_task(task).baselines if methods is None else methods:
         for role, wanted in baseline_times(method, times, leads, attrs).items():
             needed[role] = np.union1d(needed[role], wanted) if role in needed else wanted
     return needed

@@ -29,13 +29,20 @@ from atmorep.batch import EPOCH, BatchMetadata
 from atmorep.checkpoint import calibration_label, read_meta
 from atmorep.data.store import BoxIndex, Store
 from atmorep.errors import DataError
-from atmorep.infer.predictor import BoxPredictor, coarsen_points, token_modes
-from atmorep.infer.request import InferencePlan, InferenceRequest, check_request, plan_inference
+from atmorep.infer.predictor import BoxPredictor, token_modes
+from atmorep.infer.request import (
+    InferencePlan,
+    InferenceRequest,
+    check_request,
+    coarsen_factor,
+    inference_task,
+    plan_inference,
+)
 from atmorep.infer.rollout import rollout
-from atmorep.infer.tasks import region_points, target_points
 from atmorep.infer.tiling import TilePlan, extract, run_tiled
 from atmorep.prediction_store import PredictionLayout, PredictionWriter
 from atmorep.runtime import derive_seed
+from atmorep.tasks.infill import region_points
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +86,7 @@ class DomainRunner:
 
     def __init__(self, predictor: BoxPredictor, store: Store, plan: InferencePlan, request: InferenceRequest):
         self.predictor, self.store, self.plan, self.request = predictor, store, plan, request
+        self.task = inference_task(request.task)
         self.names = [f.name for f in predictor.fields]
         self.level_values = predictor.levels  # field -> the model's levels
         self.levels = [len(self.level_values[n]) for n in self.names]
@@ -89,8 +97,7 @@ class DomainRunner:
         self.tiles_run = 0
         first = predictor.fields[0]
         self.block = tuple(first.token_size)
-        factor = request.coarsen_factor
-        self.factor = first.masking.coarsen_factor if factor is None else factor
+        self.factor = coarsen_factor(request, predictor.config)
         self.ratio = 0.5 if request.ratio is None else request.ratio
         self.region = (region_points(plan.domain.latitude, plan.domain.longitude, request.infill_region)
                        if request.infill_region is not None else None)
@@ -160,14 +167,13 @@ class DomainRunner:
         start = int(plan.starts[number])
         seconds = self._seconds(start)
         generator = torch.Generator().manual_seed(derive_seed(self.request.seed, TARGET_STREAM, number))
-        points = target_points(layout, plan.domain.shape, region=self.region, ratio=self.ratio,
-                               block=self.block, generator=generator)  # [T, H, W]
+        points = self.task.target_points(layout, plan.domain.shape, region=self.region, ratio=self.ratio,
+                                         block=self.block, generator=generator)  # [T, H, W]
         tile_points = extract(points, plan.tiles)  # [K, T, H, W]
         window = self.read_window(start, layout.read_steps)  # [C, T, H, W]
-        if layout.task == "forecast":
+        if self.task.rolls_out:
             return self._forecast(window, tile_points, seconds), None
-        source = coarsen_points(window, self.factor) if layout.task == "downscale" else window
-        out = self.apply(source[None], tile_points, seconds)
+        out = self.apply(self.task.model_input(window, self.factor)[None], tile_points, seconds)
         if not layout.with_mask:
             return out, None
         mask = points[list(layout.predicted)]  # [P, H, W]
@@ -249,15 +255,11 @@ def prediction_layout(runner: DomainRunner, request: InferenceRequest, plan: Inf
     transforms = {name: transform for name in predictor.predicted if (transform := store.transform(name))}
     if transforms:
         attrs["transforms"] = json.dumps(transforms)
-    if request.task == "downscale":
-        attrs["coarsen_factor"] = int(runner.factor)
-    if request.task == "infill":
-        attrs["infill_region"] = [float(v) for v in request.infill_region]
-    if request.task == "reconstruct":
-        attrs["ratio"] = float(runner.ratio)
-    if request.task == "forecast":
-        attrs["rollout"] = request.rollout
-        attrs["one_shot_lead_hours"] = float(plan.layout.block * hours)
+    region = request.infill_region
+    resolved = {"coarsen_factor": int(runner.factor), "ratio": float(runner.ratio),
+                "rollout": request.rollout, "one_shot_lead_hours": float(plan.layout.block * hours),
+                "infill_region": None if region is None else [float(v) for v in region]}
+    attrs |= {name: resolved[name] for name in runner.task.output_attrs}
     fields = {n: None if store.is_surface(n) else tuple(runner.level_values[n]) for n in predictor.predicted}
     return PredictionLayout(
         fields=fields, level_kind=store.level_kind.value, prediction_timedelta=plan.leads * plan.step,

@@ -23,11 +23,10 @@ from torch import Tensor, nn
 
 from atmorep.batch import Batch, BatchMetadata
 from atmorep.config import FieldConfig, RunConfig
-from atmorep.data.masking import apply_target_mask
 from atmorep.data.statistics import Statistics
-from atmorep.errors import DataError
 from atmorep.numerics.modes import COARSENED, MASKED, VISIBLE
 from atmorep.numerics.tokens import tokenise, tokenise_batch, untokenise
+from atmorep.tasks.masking import apply_target_mask
 
 logger = logging.getLogger(__name__)
 
@@ -145,27 +144,4 @@ class BoxPredictor:
                 for name in self.predicted}
 
 
-def coarsen_points(values: Tensor, factor: int) -> Tensor:
-    """Block means of ``factor x factor`` points restored to full size (nearest upsampling).
-
-    The zero-shot downscaling input: a field seen at a ``factor`` times coarser resolution, as the
-    ``COARSENED`` tokens of training. Blocks start at index 0; where a grid size is not a multiple of
-    ``factor`` the last block along that axis is shorter (the mean of the points it holds).
-
-    Args:
-        values: ``[..., H, W]``.
-        factor: block length in grid points (>= 1).
-
-    Returns:
-        ``[..., H, W]``.
-    """
-    if factor < 1:
-        raise DataError(f"downscaling: the coarsening factor must be at least 1, got {factor}")
-    *lead, h, w = values.shape
-    flat = values.reshape(-1, 1, h, w)  # [N, 1, H, W]
-    means = torch.nn.functional.avg_pool2d(flat, factor, ceil_mode=True, count_include_pad=False)
-    full = means.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)[..., :h, :w]
-    return full.reshape(values.shape)  # [..., H, W]
-
-
-__all__ = ["BoxPredictor", "COARSENED", "MASKED", "coarsen_points", "token_modes"]
+__all__ = ["BoxPredictor", "COARSENED", "MASKED", "token_modes"]

@@ -25,8 +25,10 @@ import numpy as np
 from atmorep.config import RunConfig
 from atmorep.data.store import Store
 from atmorep.errors import DataError
-from atmorep.infer.tasks import TASKS, CaseLayout, Region, case_layout
 from atmorep.infer.tiling import Overlap, TilePlan, is_global_longitude
+from atmorep.numerics.modes import COARSENED
+from atmorep.tasks import CaseLayout, MaskingError, Task, get_task, inference_tasks
+from atmorep.tasks.infill import Region
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +42,8 @@ class InferenceRequest:
         data: a prepared store holding the inputs (and the truth, for evaluation).
         output: the prediction store to write (zarr, WeatherBench-2 layout).
         task: one of ``forecast``, ``interpolate``, ``infill``, ``reconstruct``, ``downscale``.
-        times: the reference times of the cases (see :mod:`atmorep.infer.tasks`).
+        times: the reference times of the cases (each task's module in :mod:`atmorep.tasks` says where
+            its window lies).
         lead_hours: forecast only: the longest lead time; default the box's one-shot lead. Leads past
             it are reached by rollout.
         region: ``(lat_min, lat_max, lon_min, lon_max)`` degrees; None for the whole grid.
@@ -211,9 +214,7 @@ def _check_regular(store: Store, starts: np.ndarray, window: int, time_step: int
 def lead_steps(request: InferenceRequest, layout: CaseLayout, step: np.timedelta64,
                config: RunConfig) -> tuple[int, np.ndarray]:
     """Rollout steps and written offsets (box steps) of the request."""
-    if request.task != "forecast":
-        if request.lead_hours is not None:
-            raise DataError(f"a lead time is given for task '{request.task}'; only forecasts take one")
+    if not inference_task(request.task).rolls_out:
         return 1, layout.offsets
     hours = step / np.timedelta64(1, "h")
     if request.lead_hours is None:
@@ -232,13 +233,27 @@ def lead_steps(request: InferenceRequest, layout: CaseLayout, step: np.timedelta
     return rollout, np.arange(1, total + 1, dtype=np.int64)
 
 
-def _check_task_options(request: InferenceRequest) -> None:
+TASK_OPTIONS = ("lead_hours", "infill_region", "ratio", "coarsen_factor")  # each taken by some tasks only
+
+
+def inference_task(name: str) -> Task:
+    """The registered inference task ``name``; DataError for an unknown one or a training-only one."""
+    known = inference_tasks()
+    if name not in known:
+        raise DataError(f"unknown inference task '{name}'; expected one of {list(known)}")
+    try:
+        return get_task(name)
+    except MaskingError as error:
+        raise DataError(str(error)) from None
+
+
+def _check_task_options(request: InferenceRequest, task: Task) -> None:
     """DataError for an option given to a task that does not take it, or out of range."""
-    owners = {"infill_region": "infill", "ratio": "reconstruct", "coarsen_factor": "downscale",
-              "lead_hours": "forecast"}
-    for option, task in owners.items():
-        if getattr(request, option) is not None and request.task != task:
-            raise DataError(f"option {option} is for task '{task}', not for '{request.task}'")
+    for option in TASK_OPTIONS:
+        if getattr(request, option) is not None and option not in task.options:
+            takers = [name for name in inference_tasks() if option in get_task(name).options]
+            raise DataError(f"option {option} is for task {' or '.join(repr(t) for t in takers)}, not for "
+                            f"'{request.task}'")
     if request.coarsen_factor is not None and request.coarsen_factor < 1:
         raise DataError(f"coarsen_factor must be at least 1, got {request.coarsen_factor}")
     if request.ratio is not None and not 0.0 < request.ratio <= 1.0:
@@ -251,25 +266,34 @@ def _check_task_options(request: InferenceRequest) -> None:
         raise DataError(f"seed must be non-negative, got {request.seed}")
 
 
+def coarsen_factor(request: InferenceRequest, config: RunConfig) -> int:
+    """The block size of a coarse input: the request's, or the first field's ``masking.coarsen_factor``."""
+    factor = request.coarsen_factor
+    return config.fields[0].masking.coarsen_factor if factor is None else int(factor)
+
+
 def check_request(request: InferenceRequest) -> None:
     """DataError for a request that is wrong whatever the model and the data: an unknown task, an option
     out of range or given to a task that does not take it, an infill without its region."""
-    if request.task not in TASKS:
-        raise DataError(f"unknown inference task '{request.task}'; expected one of {list(TASKS)}")
-    _check_task_options(request)
-    if request.task == "infill" and request.infill_region is None:
-        raise DataError("task 'infill' needs the region to fill "
-                        "(--infill-region lat_min lat_max lon_min lon_max)")
+    task = inference_task(request.task)
+    _check_task_options(request, task)
+    for option in task.required_options:
+        if getattr(request, option) is None:
+            flag = "--" + option.replace("_", "-")
+            raise DataError(f"task '{request.task}' needs the option {option} ({flag} on the command line)")
 
 
 def plan_inference(request: InferenceRequest, store: Store, config: RunConfig, meta: dict) -> InferencePlan:
     """Check a request against the model and the store (see the module docstring)."""
     check_request(request)
     levels = check_compatible(store, config, meta, request.checkpoint)
-    layout = case_layout(request.task, config)
+    layout = inference_task(request.task).layout(config)
     box = tuple(config.data.box.shape)
     domain = domain_of(store, request.region, (box[1], box[2]))
-    tiles = TilePlan.for_shape(domain.shape, (box[1], box[2]), request.overlap, periodic=domain.periodic)
+    task = inference_task(request.task)
+    align = coarsen_factor(request, config) if task.mode == COARSENED else 1  # tiles on the coarse blocks
+    tiles = TilePlan.for_shape(domain.shape, (box[1], box[2]), request.overlap, periodic=domain.periodic,
+                               align=align)
     time_step = config.data.time_step
     if store.time.size < 2:
         raise DataError(f"store '{store.path}' holds fewer than two time steps")
@@ -304,3 +328,22 @@ def reference_times(times: Sequence[str] = (), start: str | None = None, end: st
     except (ValueError, TypeError) as error:
         raise DataError(f"cannot read the requested times: {error}") from None
     return tuple(np.unique(np.asarray(chosen, dtype="datetime64[s]")))
+
+
+def case_times(store: str | Path, task: str, config: RunConfig, every_hours: float,
+               lead_hours: float | None = None) -> tuple[np.datetime64, ...]:
+    """Reference times every ``every_hours`` from the first one whose window and verifying truth lie
+    inside ``store`` (a forecast's truth reaches ``lead_hours`` after its reference; tasks without leads
+    ignore it)."""
+    axis = Store(store).time
+    chosen = inference_task(task)
+    layout = chosen.layout(config)
+    lead_hours = chosen.pick({"lead_hours": lead_hours}).get("lead_hours")
+    spacing = (axis[1] - axis[0]) * config.data.time_step
+    after = lead_hours if lead_hours is not None else (
+        (layout.window - 1 - layout.reference) * (spacing / np.timedelta64(1, "h")))
+    first = axis[0] + layout.reference * spacing
+    last = axis[-1] - np.timedelta64(int(after * 3600), "s")
+    every = np.timedelta64(int(every_hours * 3600), "s")
+    times = np.arange(first, last + np.timedelta64(1, "s"), every)
+    return tuple(times[np.isin(times, axis)])

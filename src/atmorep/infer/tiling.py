@@ -102,12 +102,20 @@ class TilePlan:
 
     @classmethod
     def for_shape(cls, grid_shape: tuple[int, int], box: tuple[int, int], overlap: Overlap, *,
-                  periodic: bool) -> TilePlan:
-        """The plan for a grid of ``grid_shape = (nlat, nlon)`` points (see :meth:`from_grid`)."""
+                  periodic: bool, align: int = 1) -> TilePlan:
+        """The plan for a grid of ``grid_shape = (nlat, nlon)`` points (see :meth:`from_grid`).
+
+        ``align > 1`` puts the tile origins on multiples of ``align`` (the blocks of a coarse input
+        coarsened from index 0 then fall on the same points of every tile as in training); a tile
+        flush with the end of an open axis stays flush, aligned only where the domain allows it.
+        """
         (nlat, nlon), (h, w) = _positive_pair(grid_shape, "grid shape"), _positive_pair(box, "box")
         oh, ow = _overlap_points(overlap, (h, w))
-        lat_origins = _open_origins(nlat, h, oh, "latitude")
-        lon_origins = (_periodic_origins if periodic else _open_origins)(nlon, w, ow, "longitude")
+        lat_origins = _open_origins(nlat, h, _widened(oh, h, align), "latitude")
+        lon_origins = (_periodic_origins if periodic else _open_origins)(nlon, w, _widened(ow, w, align),
+                                                                         "longitude")
+        lat_origins = _aligned(lat_origins, nlat, h, align, False)
+        lon_origins = _aligned(lon_origins, nlon, w, align, periodic)
         plan = cls((nlat, nlon), (h, w), (oh, ow), bool(periodic), lat_origins, lon_origins)
         logger.debug("tile plan: %d x %d tiles of %s on a %s grid", len(lat_origins), len(lon_origins),
                      plan.box, plan.grid_shape)
@@ -346,6 +354,21 @@ def _periodic_origins(size: int, length: int, overlap: int, axis: str) -> tuple[
                         f"of {length} points; expected a box no larger than the domain")
     count = -(-size // (length - overlap))  # ceil(n / s)
     return tuple((i * size + count // 2) // count for i in range(count))
+
+
+def _widened(overlap: int, length: int, align: int) -> int:
+    """The overlap to space tiles by, so that moving origins to multiples of ``align`` keeps ``overlap``."""
+    return overlap if align <= 1 else min(overlap + align, length - 1)
+
+
+def _aligned(origins: tuple[int, ...], size: int, length: int, align: int, periodic: bool) -> tuple[int, ...]:
+    """``origins`` moved to the nearest multiple of ``align`` (an open axis' last tile kept in the domain)."""
+    if align <= 1:
+        return origins
+    if periodic:
+        return tuple(sorted({int(round(o / align)) * align % size for o in origins}))
+    last = size - length  # the last tile stays flush with the domain's end
+    return tuple(sorted({min(int(round(o / align)) * align, last) for o in origins[:-1]} | {origins[-1]}))
 
 
 def _axis_index(origins: tuple[int, ...], size: int, length: int) -> np.ndarray:

@@ -9,9 +9,13 @@ this is ordinary multi-head self- (or cross-) attention.
 Two numerically equivalent paths compute the attention of one group:
 
 * :func:`fused_attention`: ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory
-  efficient kernels where the device has them; the math kernel on CPU); no weights returned;
+  efficient kernels where the device has them; the math kernel on CPU), the model's path;
 * :func:`explicit_attention`: ``softmax(q k^T / sqrt(d)) v`` written out, which also returns the
-  attention weights ``[B, h, Nq, Nk]`` for interpretation.
+  attention weights ``[B, h, Nq, Nk]``; the reference of the fused path.
+
+The weights are read by :func:`record_attention`, a context manager that hooks every attention
+module of a model and records, for each call, the weights of every head group (recomputed from the
+module's inputs), without changing the forward pass.
 
 Optional q/k normalisation (``qk_norm``) applies a LayerNorm over the head dimension to queries and
 keys before the dot product, which bounds the logits of deep or wide models.
@@ -20,7 +24,8 @@ keys before the dot product, which bounds the logits of deep or wide models.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -87,34 +92,38 @@ class GroupedAttention(nn.Module):
     def heads(self) -> int:
         return sum(self.groups.values())
 
-    def forward(self, x: Tensor, sources: Mapping[str, Tensor] | None = None,
-                return_weights: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, x: Tensor, sources: Mapping[str, Tensor] | None = None) -> Tensor:
         """Attend from ``x`` to every group's source.
 
         Args:
             x: ``[B, Nq, D]`` the (normalised) query states; also the source of the group ``"self"``.
             sources: group name -> ``[B, Nk_g, D]`` (normalised) key/value states of the other groups.
-            return_weights: use the explicit path and return the weights of every group.
 
         Returns:
-            ``[B, Nq, D]`` and, per group name, the weights ``[B, h_g, Nq, Nk_g]`` (empty unless
-            ``return_weights``).
+            ``[B, Nq, D]``.
         """
+        b, n, _ = x.shape
+        outputs = [fused_attention(q, k, v) for q, k, v in self._per_group(x, sources or {}).values()]
+        heads_out = torch.cat(outputs, dim=1).transpose(1, 2)  # [B, H, Nq, d] -> [B, Nq, H, d]
+        return self.out(heads_out.reshape(b, n, self.heads * self.head_dim))
+
+    def weights(self, x: Tensor, sources: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Per group name the attention weights ``[B, h_g, Nq, Nk_g]`` (rows sum to one) of a call."""
+        groups = self._per_group(x, sources or {})
+        return {name: explicit_attention(q, k, v)[1] for name, (q, k, v) in groups.items()}
+
+    def _per_group(self, x: Tensor,
+                   sources: Mapping[str, Tensor]) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+        """Per group the queries, keys and values ``[B, h, N, d]``."""
         b, n, _ = x.shape
         q = self.query(x).reshape(b, n, self.heads, self.head_dim).transpose(1, 2)  # [B, H, Nq, d]
         q = self.query_norm(q)
-        outputs, weights, start = [], {}, 0
+        out, start = {}, 0
         for name, heads in self.groups.items():
             k, v = self._keys_values(name, x if name == SELF else sources[name])  # [B, h, Nk, d] each
-            q_group = q[:, start:start + heads]  # [B, h, Nq, d]
+            out[name] = (q[:, start:start + heads], k, v)
             start += heads
-            if return_weights:
-                out, weights[name] = explicit_attention(q_group, k, v)
-            else:
-                out = fused_attention(q_group, k, v)
-            outputs.append(out)
-        heads_out = torch.cat(outputs, dim=1).transpose(1, 2)  # [B, H, Nq, d] -> [B, Nq, H, d]
-        return self.out(heads_out.reshape(b, n, self.heads * self.head_dim)), weights
+        return out
 
     def _keys_values(self, name: str, source: Tensor) -> tuple[Tensor, Tensor]:
         """Keys and values ``[B, h, Nk, d]`` of one group from its source ``[B, Nk, D]``."""
@@ -153,7 +162,7 @@ class Block(nn.Module):
         head_dim: the width of one head (default ``D`` over the number of self heads).
         mlp_ratio, dropout, qk_norm: as in :class:`~atmorep.config.ModelConfig`.
         checkpointed: recompute the block in the backward pass (activation checkpointing) when
-            gradients are on and no weights are asked for.
+            gradients are on.
     """
 
     def __init__(self, dim: int, groups: Mapping[str, int], head_dim: int | None = None,
@@ -173,27 +182,49 @@ class Block(nn.Module):
         """The names of the groups that read another source than ``x``."""
         return list(self.context_norms)
 
-    def forward(self, x: Tensor, sources: Mapping[str, Tensor] | None = None,
-                return_weights: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, x: Tensor, sources: Mapping[str, Tensor] | None = None) -> Tensor:
         """Advance ``x [B, N, D]`` by one block.
 
         Args:
             x: the states.
             sources: group name -> ``[B, N_k, D]`` the keys' and values' states of every non-self group.
-            return_weights: return attention weights (explicit attention path).
 
         Returns:
-            ``[B, N, D]`` and the attention weights per head group ``[B, h, N, N_k]`` (empty unless
-            asked for).
+            ``[B, N, D]``.
         """
         sources = sources or {}
-        if self.checkpointed and torch.is_grad_enabled() and not return_weights:
-            return checkpoint(self._advance, x, sources, False, use_reentrant=False)
-        return self._advance(x, sources, return_weights)
+        if self.checkpointed and torch.is_grad_enabled():
+            return checkpoint(self._advance, x, sources, use_reentrant=False)
+        return self._advance(x, sources)
 
-    def _advance(self, x: Tensor, sources: Mapping[str, Tensor],
-                 return_weights: bool) -> tuple[Tensor, dict[str, Tensor]]:
+    def _advance(self, x: Tensor, sources: Mapping[str, Tensor]) -> Tensor:
         context = {name: self.context_norms[name](sources[name]) for name in self.context_norms}
-        attended, weights = self.attention(self.norm(x), context, return_weights)
-        x = x + self.dropout(attended)
-        return x + self.mlp(self.norm_mlp(x)), weights
+        x = x + self.dropout(self.attention(self.norm(x), context))
+        return x + self.mlp(self.norm_mlp(x))
+
+
+@contextmanager
+def record_attention(model: nn.Module) -> Iterator[dict[str, list[dict[str, Tensor]]]]:
+    """Record the attention weights of every :class:`GroupedAttention` of ``model`` while in the block.
+
+    Yields:
+        Module name (e.g. ``"fields.t.encoder.0.attention"``) -> one entry per call, group name
+        -> weights ``[B, h_g, Nq, Nk_g]``, detached. A recomputation of checkpointed blocks in a backward
+        pass records again: record under ``torch.no_grad()``.
+    """
+    maps: dict[str, list[dict[str, Tensor]]] = {}
+
+    def hook(name: str, module: GroupedAttention, args: tuple, kwargs: dict, output: Tensor) -> None:
+        x, sources = args[0], args[1] if len(args) > 1 else kwargs.get("sources")
+        with torch.no_grad():
+            weights = module.weights(x, sources)
+        maps.setdefault(name, []).append({group: value.detach() for group, value in weights.items()})
+
+    handles = [module.register_forward_hook(lambda m, a, k, o, name=name: hook(name, m, a, k, o),
+                                            with_kwargs=True)
+               for name, module in model.named_modules() if isinstance(module, GroupedAttention)]
+    try:
+        yield maps
+    finally:
+        for handle in handles:
+            handle.remove()

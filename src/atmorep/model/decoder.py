@@ -58,21 +58,16 @@ class FieldDecoder(nn.Module):
         self.blocks = nn.ModuleList(decoder_block(model) for _ in range(model.decoder_layers))
         self.norm = nn.LayerNorm(model.dim)
 
-    def forward(self, encoded: Sequence[Tensor],
-                return_weights: bool = False) -> tuple[Tensor, list[dict[str, Tensor]]]:
+    def forward(self, encoded: Sequence[Tensor]) -> Tensor:
         """Decode one field.
 
         Args:
             encoded: the field's states ``[B, N, D]`` after each encoder layer, first layer first.
-            return_weights: return attention weights (explicit attention path).
 
         Returns:
-            ``[B, N, D]`` normalised decoder output and, per block, its attention weights.
+            ``[B, N, D]`` normalised decoder output.
         """
         x = encoded[-1]
-        attention = []
         for index, block in enumerate(self.blocks):
-            context = encoded[encoder_layer_for_block(index, len(encoded), len(self.blocks))]
-            x, weights = block(x, {ENCODER: context}, return_weights)
-            attention.append(weights)
-        return self.norm(x), attention
+            x = block(x, {ENCODER: encoded[encoder_layer_for_block(index, len(encoded), len(self.blocks))]})
+        return self.norm(x)

@@ -193,7 +193,7 @@ class SubTokenEmbedding(nn.Module):
                                    tokens.device)  # [D_f, 24]
         x = self.value(tokens.reshape(-1, points, 1)) + self.position(position)  # [..., D_f] -> [M, D_f, w]
         for block in self.blocks:
-            x, _ = block(x)
+            x = block(x)
         pooled = self.out(self.norm(x).mean(dim=1))  # [M, D]
         return pooled.reshape(*lead, -1)  # [M, D] -> [..., D]
 

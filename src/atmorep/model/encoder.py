@@ -16,11 +16,11 @@ are mapped back to D.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from atmorep.config import FieldConfig, ModelConfig
+from atmorep.config import ModelConfig
 from atmorep.model.attention import SELF, Block
 
 States = dict[str, Tensor]  # field name -> [B, N_f, D]
@@ -34,53 +34,21 @@ def field_block(model: ModelConfig, coupled: Sequence[str]) -> Block:
                  model.checkpoint_activations)
 
 
-class CoupledEncoderLayer(nn.Module):
-    """One layer of the coupled encoder: a block per field (:func:`field_block`)."""
+def encode(blocks: Mapping[str, Sequence[Block]], states: States) -> list[States]:
+    """Run the coupled encoder.
 
-    def __init__(self, fields: Sequence[FieldConfig], model: ModelConfig) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleDict({f.name: field_block(model, f.coupled_with) for f in fields})
+    Args:
+        blocks: field name -> the field's encoder blocks, one per layer (:func:`field_block`).
+        states: field name -> ``[B, N_f, D]`` embedded tokens.
 
-    def forward(self, states: States, return_weights: bool = False) -> tuple[States, dict[str, Tensor]]:
-        """Advance every field by one block, all reading ``states`` (the previous layer's).
-
-        Returns:
-            The new states and the attention weights keyed ``"{field}/self"`` and
-            ``"{field}/cross/{other}"``.
-        """
-        new_states: States = {}
-        attention: dict[str, Tensor] = {}
-        for name, block in self.blocks.items():
-            coupled = {other: states[other] for other in block.sources}
-            new_states[name], weights = block(states[name], coupled, return_weights)
-            for group, value in weights.items():
-                attention[f"{name}/self" if group == SELF else f"{name}/cross/{group}"] = value
-        return new_states, attention
-
-
-class CoupledEncoder(nn.Module):
-    """``encoder_layers`` coupled layers; keeps every layer's output for the decoders."""
-
-    def __init__(self, fields: Sequence[FieldConfig], model: ModelConfig) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(CoupledEncoderLayer(fields, model) for _ in range(model.encoder_layers))
-
-    def forward(self, states: States, return_weights: bool = False) -> tuple[list[States], dict[str, Tensor]]:
-        """Run all layers.
-
-        Args:
-            states: field name -> ``[B, N_f, D]`` embedded tokens.
-            return_weights: return attention weights (explicit attention path).
-
-        Returns:
-            The states after each layer (``encoder_layers`` dicts, first layer first) and the
-            attention weights keyed ``"encoder/{layer}/{field}/self"`` and
-            ``"encoder/{layer}/{field}/cross/{other}"``.
-        """
-        outputs: list[States] = []
-        attention: dict[str, Tensor] = {}
-        for index, layer in enumerate(self.layers):
-            states, weights = layer(states, return_weights)
-            outputs.append(states)
-            attention.update({f"encoder/{index}/{key}": value for key, value in weights.items()})
-        return outputs, attention
+    Returns:
+        The states after each layer (one dict per layer, first layer first). In layer ``k`` every
+        field's block reads the states of layer ``k - 1`` of itself and of the fields it is coupled with.
+    """
+    layers = {len(stack) for stack in blocks.values()}
+    outputs: list[States] = []
+    for k in range(layers.pop() if layers else 0):
+        states = {name: stack[k](states[name], {other: states[other] for other in stack[k].sources})
+                  for name, stack in blocks.items()}
+        outputs.append(states)
+    return outputs

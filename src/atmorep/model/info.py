@@ -11,7 +11,7 @@ from atmorep.config import RunConfig
 from atmorep.model.multiformer import build_model
 from atmorep.numerics.tokens import token_grid
 
-GROUPS = {"embedding": "embeddings", "encoder": "encoder", "decoder": "decoders", "tail": "tails"}
+GROUPS = ("embedding", "encoder", "decoder", "tail")  # the parts of every field (fields.<name>.<part>)
 
 
 def _numel(module: nn.Module) -> int:
@@ -27,9 +27,10 @@ def count_parameters(config: RunConfig) -> dict[str, int]:
     """
     model = build_model(config, device="meta")
     counts = {"total": _numel(model)}
-    counts.update({group: _numel(getattr(model, attribute)) for group, attribute in GROUPS.items()})
-    for name in model.field_names:
-        counts[f"field/{name}"] = sum(_numel(module) for module in model.field_modules(name))
+    parts = list(model.fields.values())
+    counts.update({group: sum(_numel(getattr(part, group)) for part in parts if hasattr(part, group))
+                   for group in GROUPS})
+    counts.update({f"field/{name}": _numel(part) for name, part in model.fields.items()})
     return counts
 
 

@@ -14,8 +14,9 @@
    members are the guess plus the scaled correction the tail predicts.
 
 Mixed precision: a caller's ``torch.autocast`` covers stages 1-3; the tail turns it off. The model
-never chooses a device itself. Parameters live in ``ModuleDict`` s keyed by field name, so weights
-can be moved between configurations that list the same fields in another order.
+never chooses a device itself. Every field's modules live under ``fields.<name>``
+(:class:`~atmorep.model.field.FieldModules`), so a field's weights move between models as one piece
+and do not depend on the order in which a configuration lists the fields.
 """
 
 from __future__ import annotations
@@ -27,15 +28,14 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from atmorep.config import ConfigError, FieldConfig, RunConfig
+from atmorep.config import ConfigError, RunConfig
 from atmorep.errors import DataError
-from atmorep.model.attention import SELF
-from atmorep.model.decoder import FieldDecoder
 from atmorep.model.embedding import FieldEmbedding
-from atmorep.model.encoder import CoupledEncoder
+from atmorep.model.encoder import encode
+from atmorep.model.field import FieldModules
 from atmorep.model.output import FieldPrediction, ModelOutput
 from atmorep.model.tail import EnsembleTail, autocast_disabled
-from atmorep.numerics.first_guess import GUESS_KINDS, KIND_VISIBLE, first_guess
+from atmorep.numerics.first_guess import KIND_VISIBLE, first_guess
 from atmorep.numerics.modes import VISIBLE
 from atmorep.numerics.tokens import token_grid
 
@@ -48,10 +48,8 @@ class MultiFormer(nn.Module):
     """The AtmoRep multiformer, built from a :class:`~atmorep.config.RunConfig`.
 
     Attributes:
-        embeddings: field name -> :class:`~atmorep.model.embedding.FieldEmbedding`.
-        encoder: the :class:`~atmorep.model.encoder.CoupledEncoder` of all fields.
-        decoders: predicted field name -> :class:`~atmorep.model.decoder.FieldDecoder`.
-        tails: predicted field name -> :class:`~atmorep.model.tail.EnsembleTail`.
+        fields: field name -> :class:`~atmorep.model.field.FieldModules` (embedding, encoder blocks,
+            decoder and tail), in the configuration's order.
     """
 
     def __init__(self, config: RunConfig) -> None:
@@ -61,21 +59,33 @@ class MultiFormer(nn.Module):
         model = config.model
         self.field_names = [f.name for f in config.fields]
         self.predicted = [f.name for f in config.fields if f.predicted]
-        self.embeddings = nn.ModuleDict({
-            f.name: FieldEmbedding(f.token_size, model.dim, model.embedding, model.alpha_embedding,
-                                   model.dropout, model.first_guess, _levels(f))
-            for f in config.fields})
-        self.encoder = CoupledEncoder(config.fields, model)
-        self.decoders = nn.ModuleDict({name: FieldDecoder(model) for name in self.predicted})
-        self.tails = nn.ModuleDict({
-            f.name: EnsembleTail(model.dim, math.prod(f.token_size), model.ensemble_members,
-                                 (_levels(f), len(GUESS_KINDS)) if model.first_guess else None)
-            for f in config.fields if f.predicted})
+        self.fields = nn.ModuleDict({f.name: FieldModules(f, model) for f in config.fields})
         self.reset_parameters()
+
+    @property
+    def tails(self) -> dict[str, EnsembleTail]:
+        """Predicted field name -> its ensemble tail."""
+        return {name: self.fields[name].tail for name in self.predicted}
+
+    @property
+    def coupling(self) -> dict[str, list[str]]:
+        """Field name -> the fields its encoder attends to."""
+        return {name: modules.coupled for name, modules in self.fields.items()}
+
+    def _initialisation_order(self):
+        """Every module, stage by stage (embeddings, encoder layer by layer, decoders, tails), so that a
+        seed gives the same weights however the modules are grouped."""
+        fields = list(self.fields.values())
+        stages = [[f.embedding for f in fields]]
+        stages += [[f.encoder[k] for f in fields] for k in range(self.config.model.encoder_layers)]
+        stages += [[f.decoder for f in fields if f.predicted], [f.tail for f in fields if f.predicted]]
+        for stage in stages:
+            for part in stage:
+                yield from part.modules()
 
     def reset_parameters(self) -> None:
         """Xavier-uniform linear weights, zero biases, unit LayerNorms, independent tail heads."""
-        for module in self.modules():
+        for module in self._initialisation_order():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
@@ -86,14 +96,6 @@ class MultiFormer(nn.Module):
             elif isinstance(module, FieldEmbedding):
                 learned = module.kind_tokens if module.first_guess else module.mask_token
                 nn.init.trunc_normal_(learned, std=0.02)
-
-    def field_modules(self, name: str) -> list[nn.Module]:
-        """Every module that belongs to field ``name`` alone (for per-field parameter counts)."""
-        modules: list[nn.Module] = [self.embeddings[name]]
-        modules += [layer.blocks[name] for layer in self.encoder.layers]
-        if name in self.decoders:
-            modules += [self.decoders[name], self.tails[name]]
-        return modules
 
     # ------------------------------------------------------------------------------------ stages
 
@@ -124,26 +126,17 @@ class MultiFormer(nn.Module):
               kinds: Mapping[str, Tensor] | None = None) -> States:
         """Stage 1: field name -> ``[B, N_f, D]`` embedded tokens."""
         kinds = kinds or {}
-        return {name: self.embeddings[name](tokens[name], modes[name], alpha[name], kinds.get(name))
+        return {name: self.fields[name].embedding(tokens[name], modes[name], alpha[name], kinds.get(name))
                 for name in self.field_names}
 
-    def encode(self, states: States,
-               return_attention: bool = False) -> tuple[list[States], dict[str, Tensor]]:
-        """Stage 2: the states after each encoder layer, and attention weights if asked for."""
-        return self.encoder(states, return_attention)
+    def encode(self, states: States) -> list[States]:
+        """Stage 2: the states after each encoder layer."""
+        return encode({name: modules.encoder for name, modules in self.fields.items()}, states)
 
-    def decode(self, encoded: list[States],
-               return_attention: bool = False) -> tuple[States, dict[str, Tensor]]:
-        """Stage 3: predicted field name -> ``[B, N_f, D]`` decoder output, and attention weights."""
-        decoded: States = {}
-        attention: dict[str, Tensor] = {}
-        for name, decoder in self.decoders.items():
-            decoded[name], blocks = decoder([layer[name] for layer in encoded], return_attention)
-            for index, weights in enumerate(blocks):
-                for group, value in weights.items():
-                    kind = "self" if group == SELF else "cross"
-                    attention[f"decoder/{index}/{name}/{kind}"] = value
-        return decoded, attention
+    def decode(self, encoded: list[States]) -> States:
+        """Stage 3: predicted field name -> ``[B, N_f, D]`` decoder output."""
+        return {name: self.fields[name].decoder([layer[name] for layer in encoded])
+                for name in self.predicted}
 
     def predict(self, decoded: States, modes: Mapping[str, Tensor],
                 guesses: Mapping[str, Tensor] | None = None,
@@ -175,14 +168,13 @@ class MultiFormer(nn.Module):
         return predictions
 
     def forward(self, tokens: Mapping[str, Tensor], modes: Mapping[str, Tensor], alpha: Mapping[str, Tensor],
-                return_attention: bool = False, coarsen_factor: int | None = None) -> ModelOutput:
+                coarsen_factor: int | None = None) -> ModelOutput:
         """Predict the ensemble for every target token of every predicted field.
 
         Args:
             tokens: field name -> ``[B, L, nT, nH, nW, D_f]`` (masked) token values.
             modes: field name -> ``[B, L, nT, nH, nW]`` int8 (0 visible, 1 masked, 2 noised, 3 coarsened).
             alpha: field name -> ``[B, L, nT, nH, nW, 7]`` from :func:`atmorep.numerics.tokens.token_alpha`.
-            return_attention: use the explicit attention path and return all attention weights.
             coarsen_factor: the block length of COARSENED tokens for the first guess (default: each
                 field's ``masking.coarsen_factor``).
 
@@ -194,11 +186,8 @@ class MultiFormer(nn.Module):
         """
         self.check_inputs(tokens, modes, alpha)
         guesses, kinds = self.guess(tokens, modes, coarsen_factor)
-        encoded, attention = self.encode(self.embed(guesses, modes, alpha, kinds), return_attention)
-        decoded, decoder_attention = self.decode(encoded, return_attention)
-        attention.update(decoder_attention)
-        return ModelOutput(fields=self.predict(decoded, modes, guesses, kinds),
-                           attention=attention if return_attention else None)
+        decoded = self.decode(self.encode(self.embed(guesses, modes, alpha, kinds)))
+        return ModelOutput(fields=self.predict(decoded, modes, guesses, kinds))
 
     # ------------------------------------------------------------------------------------ checks
 
@@ -230,11 +219,6 @@ class MultiFormer(nn.Module):
         b = batch if batch is not None else (value.shape[0] if value.ndim else -1)
         levels = len(f.levels) if f.levels is not None else (value.shape[1] if value.ndim > 1 else -1)
         return (b, levels, *grid, math.prod(f.token_size))
-
-
-def _levels(field: FieldConfig) -> int:
-    """The number of levels of a field (1 where the configuration leaves them to the store)."""
-    return len(field.levels) if field.levels is not None else 1
 
 
 def check_model_config(config: RunConfig) -> None:

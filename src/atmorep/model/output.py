@@ -49,10 +49,7 @@ class ModelOutput:
 
     Attributes:
         fields: predicted field name -> :class:`FieldPrediction`, in the configuration's order.
-        attention: with ``return_attention``, the attention weights ``[B, h, N_q, N_k]`` keyed
-            ``"encoder/{layer}/{field}/self"``, ``"encoder/{layer}/{field}/cross/{other}"``,
-            ``"decoder/{block}/{field}/self"`` and ``"decoder/{block}/{field}/cross"``; else None.
+            (Attention weights are recorded by :func:`atmorep.model.attention.record_attention`.)
     """
 
     fields: dict[str, FieldPrediction] = field(default_factory=dict)
-    attention: dict[str, Tensor] | None = None

@@ -12,7 +12,7 @@ and kind of guess the factor ``c`` that makes the spread/skill ratio one is
 ``c = sqrt( mse(ensemble mean) / ((E + 1) / E * mean unbiased variance) )``,
 
 latitude-weighted like the training loss (``train.latitude_weighting``). Outside training the tail
-multiplies each member's deviation from the ensemble mean by ``c`` (the buffer ``tails.<field>.spread``,
+multiplies each member's deviation from the ensemble mean by ``c`` (the buffer ``fields.<field>.tail.spread``,
 :class:`atmorep.model.tail.EnsembleTail`), which leaves the ensemble mean, and so the RMSE, unchanged.
 Training always sees the raw ensemble (factors apply in eval mode only), so a resumed run trains as
 before and is calibrated again when it ends. Kinds the tasks do not produce keep the factor 1;
@@ -30,16 +30,16 @@ from torch import Tensor, nn
 from atmorep.batch import Batch
 from atmorep.config import RunConfig
 from atmorep.model.output import ModelOutput
-from atmorep.numerics.first_guess import COARSE, GUESS_KINDS, SPATIAL
-from atmorep.numerics.temporal_fit import BETWEEN, TREND
+from atmorep.numerics.first_guess import GUESS_KINDS
 from atmorep.runtime import Runtime, derive_seed
+from atmorep.tasks import TASKS
 from atmorep.train import distributed
 from atmorep.train.step import field_losses, forward_masked, tasks_that_fit
 
 logger = logging.getLogger(__name__)
 
 # each zero-shot task and the kind of first guess its targets get (whose factors it calibrates)
-TASK_KINDS = {"forecast": TREND, "interpolate": BETWEEN, "infill": SPATIAL, "downscale": COARSE}
+TASK_KINDS = {name: task.guess_kind for name, task in TASKS.items() if task.guess_kind is not None}
 CALIBRATION_TASKS = tuple(TASK_KINDS)
 CALIBRATION_STREAM = 0x63616C69  # key of the calibration masking streams
 FACTOR_RANGE = (0.1, 10.0)

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from atmorep.config import ConfigError, RunConfig
-from atmorep.data.masking import TASKS
 from atmorep.model.multiformer import check_model_config
-from atmorep.numerics.tokens import token_grid
+from atmorep.tasks import TASKS, get_task
 from atmorep.train.losses import LOSSES
 
 
@@ -38,14 +37,10 @@ def check_train_config(config: RunConfig) -> None:
     _check_weights("train.losses", train.losses, LOSSES, "loss")
     _check_weights("train.tasks", train.tasks, TASKS, "masking task")
     check_model_config(config)
-    for f in config.fields:
-        time_tokens = token_grid(config.data.box.shape, f.token_size, f.name)[0]
-        if train.tasks.get("forecast", 0) > 0 and train.forecast_tokens >= time_tokens:
-            raise ConfigError(f"train.forecast_tokens: {train.forecast_tokens} must be smaller than the "
-                              f"{time_tokens} time tokens of field '{f.name}'")
-        if train.tasks.get("interpolate", 0) > 0 and time_tokens < 3:
-            raise ConfigError(f"train.tasks.interpolate: field '{f.name}' has {time_tokens} time tokens, "
-                              f"interpolation needs at least 3")
+    for name, weight in train.tasks.items():
+        reason = get_task(name).misfit(config) if weight > 0 else None
+        if reason is not None:
+            raise ConfigError(reason)
 
 
 def with_levels(config: RunConfig, levels: Mapping[str, tuple[float, ...]]) -> RunConfig:

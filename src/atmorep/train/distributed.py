@@ -1,7 +1,7 @@
 """Data-parallel training: wrapping the model (DDP or FSDP2), full state dicts, collectives.
 
 Under ``torchrun`` every rank holds a model replica (DDP) or a shard of it (FSDP2,
-``torch.distributed.fsdp.fully_shard`` on each encoder layer and decoder block, then the root).
+``torch.distributed.fsdp.fully_shard`` on each field's encoder and decoder blocks, then the root).
 ``train.distributed`` chooses: ``auto`` is DDP when ``WORLD_SIZE > 1``; ``none`` refuses to run
 under a multi-process launcher (every rank would train alone); on a single process every mode
 trains without a wrapper.
@@ -33,7 +33,6 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.nn.parallel import DistributedDataParallel
 
 from atmorep.config import ConfigError
-from atmorep.model.encoder import CoupledEncoderLayer
 from atmorep.runtime import DistributedEnv, Runtime
 
 logger = logging.getLogger(__name__)
@@ -42,9 +41,10 @@ _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def _shard_units(model: nn.Module) -> list[nn.Module]:
-    """The modules FSDP shards one by one: every coupled encoder layer and every decoder block."""
-    units = [module for module in model.modules() if isinstance(module, CoupledEncoderLayer)]
-    return units + [block for decoder in model.decoders.values() for block in decoder.blocks]
+    """The modules FSDP shards one by one: every field's encoder and decoder blocks."""
+    fields = list(model.fields.values())
+    return ([block for field in fields for block in field.encoder]
+            + [block for field in fields if field.predicted for block in field.decoder.blocks])
 
 
 def resolve_mode(requested: str, env: DistributedEnv) -> str:

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from atmorep.config import ConfigError
 from atmorep.errors import DataError
+from atmorep.numerics.crps import crps
 
 SIGMA_EPS = 1e-4  # floor of the ensemble std in the Gaussian losses (normalised units)
 SPREAD_PENALTY = 1.0  # weight of mean(sigma) in the stats loss, as in the original AtmoRep
@@ -135,17 +136,6 @@ def crps_gaussian(members: Tensor, target: Tensor,
     return _reduce(crps_normal(mu, sigma, y), weights, x)
 
 
-def _kernel_terms(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """``mean_i |x_i - y|`` and ``sum_{i<j} |x_i - x_j|``, each ``[M, D]``, for ``x [M, E, D]``."""
-    e = x.shape[1]
-    skill = (x - y[:, None]).abs().mean(1)
-    if e == 1:
-        return skill, torch.zeros_like(skill)
-    gaps = x.sort(dim=1).values.diff(dim=1)  # [M, E-1, D], non-negative
-    k = torch.arange(1, e, dtype=x.dtype, device=x.device)
-    return skill, (gaps * (k * (e - k))[None, :, None]).sum(1)
-
-
 def crps_fair(members: Tensor, target: Tensor, weights: Tensor | None = None) -> Tensor:
     """Fair (unbiased) ensemble CRPS.
 
@@ -154,10 +144,7 @@ def crps_fair(members: Tensor, target: Tensor, weights: Tensor | None = None) ->
     mean absolute error. Gradients flow through both terms.
     """
     x, y = _check(members, target, weights)
-    e = x.shape[1]
-    skill, spread = _kernel_terms(x, y)
-    score = skill if e == 1 else skill - spread / (e * (e - 1))
-    return _reduce(score, weights, x)
+    return _reduce(crps(x, y, member_axis=1, fair=True), weights, x)
 
 
 def crps_ensemble(members: Tensor, target: Tensor,
@@ -167,8 +154,7 @@ def crps_ensemble(members: Tensor, target: Tensor,
     Biased high by ``E|X - X'| / (2 E)`` for E members; meant for evaluation.
     """
     x, y = _check(members, target, weights)
-    skill, spread = _kernel_terms(x, y)
-    return _reduce(skill - spread / x.shape[1] ** 2, weights, x)
+    return _reduce(crps(x, y, member_axis=1, fair=False), weights, x)
 
 
 LOSSES: dict[str, Loss] = {

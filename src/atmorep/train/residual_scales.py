@@ -10,7 +10,7 @@ starts, from ``SCALE_BATCHES`` batches of the training stores masked with every 
 * the difference scale of a field and level is the RMS of the differences between successive steps
   inside tokens.
 
-They live in the model's buffers (``tails.<field>.scale``, ``embeddings.<field>.difference_scale``),
+They live in the model's buffers (``fields.<field>.tail.scale``, ``fields.<field>.embedding.difference_scale``),
 so checkpoints carry them and a resumed run keeps them. The batches come from one fixed stream of the
 training stores (the same on every rank), so every rank estimates the same scales.
 """
@@ -24,11 +24,11 @@ from torch import nn
 
 from atmorep.config import RunConfig
 from atmorep.data.dataset import BoxDataset
-from atmorep.data.masking import mask_fields
 from atmorep.data.statistics import Statistics
 from atmorep.numerics.first_guess import GUESS_KINDS, KIND_VISIBLE, first_guess, time_differences
 from atmorep.numerics.tokens import tokenise_batch
 from atmorep.runtime import derive_seed
+from atmorep.tasks.masking import mask_fields
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +105,10 @@ def set_scales(model: nn.Module, residual: dict[str, torch.Tensor],
                difference: dict[str, torch.Tensor]) -> None:
     """Copy estimated scales into a model's buffers (fields the model does not predict are skipped)."""
     for name, scale in residual.items():
-        model.tails[name].scale.copy_(scale.to(model.tails[name].scale))
+        tail = model.fields[name].tail
+        tail.scale.copy_(scale.to(tail.scale))
     for name, scale in difference.items():
-        embedding = model.embeddings[name]
+        embedding = model.fields[name].embedding
         embedding.difference_scale.copy_(scale.to(embedding.difference_scale))
 
 

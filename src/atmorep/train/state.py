@@ -30,7 +30,9 @@ from atmorep.checkpoint import (
     Checkpoint,
     CheckpointError,
     checkpoint_meta,
+    migrated_name,
     read_checkpoint,
+    read_meta,
     read_train_state,
     write_checkpoint,
 )
@@ -128,6 +130,13 @@ def check_resumable(checkpoint: dict, config: RunConfig, where: str) -> None:
                                   f"(checkpoint {old[key]!r}, configuration {new[key]!r})")
 
 
+def migrated_optimizer_state(state: dict, version: int) -> dict:
+    """A name-keyed optimiser state of a version-``version`` checkpoint under the current parameter names."""
+    return {**state, "state": {migrated_name(name, version): value for name, value in state["state"].items()},
+            "param_groups": [{**group, "params": [migrated_name(name, version) for name in group["params"]]}
+                             for group in state["param_groups"]]}
+
+
 def restore_state(directory: Path, parts: TrainingParts, config: RunConfig, runtime: Runtime) -> tuple[
         TrainingState, dict | None]:
     """Load a training checkpoint into ``parts``.
@@ -136,11 +145,13 @@ def restore_state(directory: Path, parts: TrainingParts, config: RunConfig, runt
         The training state, and this rank's generator states (None if the checkpoint was
         written by fewer ranks: the caller seeds this rank afresh).
     """
+    version = int(read_meta(directory).get("version", 0))
     checkpoint = read_checkpoint(directory)
     check_resumable(checkpoint.config, config, str(directory))
     saved = read_train_state(directory)
     distributed.load_model_state(parts.model.module, checkpoint.weights)
-    distributed.load_optimizer_state(parts.model.module, parts.optimizer, saved["optimizer"])
+    optimizer = migrated_optimizer_state(saved["optimizer"], version)
+    distributed.load_optimizer_state(parts.model.module, parts.optimizer, optimizer)
     parts.scheduler.load_state_dict(saved["scheduler"])
     if parts.scaler.is_enabled() and saved["scaler"]:
         parts.scaler.load_state_dict(saved["scaler"])

@@ -5,7 +5,7 @@ A step on a :class:`~atmorep.batch.Batch` (fields ``[B, L, T, H, W]``, normalise
 1. tokenise every field with its token size: ``[B, L, nT, nH, nW, D_f]``, and compute each
    token's auxiliary values alpha ``[B, L, nT, nH, nW, 7]``;
 2. draw a task from the ``train.tasks`` mixture and mask the tokens with it
-   (:func:`atmorep.data.masking.mask_fields`), every random number from one ``torch.Generator``
+   (:func:`atmorep.tasks.masking.mask_fields`), every random number from one ``torch.Generator``
    seeded by ``(seed, rank, step, micro-batch)`` (:func:`masking_generator`), so a resumed run
    masks exactly as an uninterrupted one;
 3. run the multiformer under the runtime's autocast (the ensemble tail switches it off itself);
@@ -35,12 +35,12 @@ from torch import Tensor, nn
 
 from atmorep.batch import Batch
 from atmorep.config import RunConfig
-from atmorep.data.masking import MaskedField, draw_task, mask_fields
 from atmorep.model.output import ModelOutput
 from atmorep.numerics.latitude import latitude_weights
-from atmorep.numerics.modes import VISIBLE
-from atmorep.numerics.tokens import ALPHA_NAMES, token_grid, tokenise_batch
+from atmorep.numerics.tokens import ALPHA_NAMES, tokenise_batch
 from atmorep.runtime import Runtime, derive_seed
+from atmorep.tasks import draw_task, get_task
+from atmorep.tasks.masking import MaskedField, mask_fields
 from atmorep.train.losses import FieldLoss, combine_losses, crps_fair, mse_mean
 
 MASKING_STREAM = 0x6D61736B  # key of the masking streams among the streams derived from train.seed
@@ -69,11 +69,9 @@ class StepResult:
 
 
 def tasks_that_fit(config: RunConfig, tasks: Sequence[str]) -> tuple[str, ...]:
-    """``tasks`` without those the box cannot hold: forecast needs more time tokens than it masks,
-    interpolation at least three (a given one on each side of the hidden ones)."""
-    time_tokens = min(token_grid(config.data.box.shape, f.token_size, f.name)[0] for f in config.fields)
-    fits = {"forecast": config.train.forecast_tokens < time_tokens, "interpolate": time_tokens >= 3}
-    return tuple(task for task in tasks if fits.get(task, True))
+    """``tasks`` without those the box cannot hold (:meth:`atmorep.tasks.Task.misfit`: a forecast needs more
+    time tokens than it masks, interpolation at least three)."""
+    return tuple(task for task in tasks if get_task(task).misfit(config) is None)
 
 
 def masking_generator(seed: int, rank: int, step: int, micro: int = 0,
@@ -170,26 +168,10 @@ def evaluate_batch(model: nn.Module, batch: Batch, config: RunConfig, runtime: R
             references = {"climatology": torch.zeros_like(target)}  # zero in normalised units
             if prediction.guess is not None:
                 references["first_guess"] = prediction.guess
-            if task == "forecast":
-                references["persistence"] = persistence_tokens(masked[name], config.field(name).token_size[0])
+            references |= get_task(task).validation_references(masked[name], config.field(name).token_size[0])
             metrics[f"{task}/{name}/mse"] = float(mse_mean(prediction.members, target, weights))
             for reference, values in references.items():
                 metrics[f"{task}/{name}/mse_{reference}"] = float(mse_mean(values[:, None], target, weights))
             metrics[f"{task}/{name}/crps"] = float(crps_fair(prediction.members, target, weights))
     return metrics
 
-
-def persistence_tokens(field: MaskedField, time_token: int) -> Tensor:
-    """``[M, D]`` persistence for the target tokens of a forecast: each token column's last visible step,
-    held for every step of the target tokens.
-
-    Args:
-        field: a field masked by the forecast task (whole time tokens hidden at the end).
-        time_token: ``tt``, the steps per token.
-    """
-    tokens = field.target  # [B, L, nT, nH, nW, D]
-    visible = (field.modes == VISIBLE).all(dim=(0, 1, 3, 4))  # [nT]
-    last = int(torch.nonzero(visible).max())
-    steps = tokens[:, :, last].unflatten(-1, (time_token, -1))  # [B, L, nH, nW, tt, th*tw]
-    held = steps[..., -1:, :].expand_as(steps).flatten(-2)  # [B, L, nH, nW, D]
-    return held[:, :, None].expand_as(tokens)[field.target_mask]  # [M, D]

@@ -60,7 +60,7 @@ def flops_per_sample(model: MultiFormer, config: RunConfig, levels: Mapping[str,
     """Estimated training FLOPs of one sample, ``6 sum_f P_f N_f`` (see the module docstring)."""
     tokens = {f.name: tokens_per_field(config.data.box.shape, f.token_size, len(levels[f.name]))
               for f in config.fields}
-    own = {name: sum(p.numel() for m in model.field_modules(name) for p in m.parameters()) for name in tokens}
+    own = {name: sum(p.numel() for p in model.fields[name].parameters()) for name in tokens}
     shared = sum(p.numel() for p in model.parameters()) - sum(own.values())
     return 6.0 * (sum(own[name] * n for name, n in tokens.items()) + shared * sum(tokens.values()))
 
