@@ -118,7 +118,7 @@ def train_peer(plan: QuickstartPlan, base: BoxPredictor, minutes: float, seed: i
     dataset = BoxDataset([str(plan.store(plan.period("train")))], config.fields, config.data, seed=seed,
                          statistics=base.statistics)
     layout = get_task("forecast").layout(config)
-    given, predicted = layout.reference + 1, layout.block
+    given, predicted = layout.reference + 1, layout.steps_per_pass
     names = [f.name for f in config.fields]
     levels = {n: len(base.levels[n]) for n in names}
     channels = sum(levels.values())

@@ -10,6 +10,11 @@ Conventions (the same as the prepared store, see ``atmorep.data.conventions``):
     * longitude in [0, 360), degrees east; a box may wrap past 360, so per sample the longitudes
       are increasing when unwrapped (``longitude[b, i + 1] - longitude[b, i] > 0 (mod 360)``);
     * time as int64 seconds since 1970-01-01T00:00 UTC, increasing.
+
+Every token also gets the auxiliary values alpha (:data:`ALPHA_NAMES`), computed from the metadata
+where the batch is tokenised (:func:`atmorep.numerics.tokens.token_alpha`). A batch may override
+any of them by name (:class:`AlphaOverride`, ``BatchMetadata.alpha``): ``year=1950`` sets a value,
+``day_of_year=+182`` shifts one, so that the same state can be asked about under other conditions.
 """
 
 from __future__ import annotations
@@ -24,10 +29,56 @@ from atmorep.errors import AtmorepError
 from atmorep.fields import LevelKind
 
 EPOCH = np.datetime64("1970-01-01T00:00:00", "s")
+ALPHA_NAMES = ("year", "day_of_year", "hour", "level", "latitude", "longitude", "resolution")
+ALPHA_PERIODS = {"day_of_year": 365.0, "hour": 24.0, "longitude": 360.0}  # shifted values wrap around these
 
 
 class BatchError(AtmorepError, ValueError):
     """A batch or its metadata violates the data contract."""
+
+
+@dataclass(frozen=True)
+class AlphaOverride:
+    """One auxiliary value of every token replaced (``value``) or shifted by ``value`` (``shift``).
+
+    A shifted ``day_of_year``, ``hour`` or ``longitude`` wraps around its period (365 days, 24 hours,
+    360 degrees).
+    """
+
+    name: str
+    value: float
+    shift: bool = False
+
+    def __post_init__(self) -> None:
+        if self.name not in ALPHA_NAMES:
+            raise BatchError(f"alpha '{self.name}' is not an auxiliary value; expected one of "
+                             f"{list(ALPHA_NAMES)}")
+        if not np.isfinite(self.value):
+            raise BatchError(f"alpha {self.name}: the value must be finite, got {self.value}")
+
+    @classmethod
+    def parse(cls, text: str) -> AlphaOverride:
+        """``"NAME=VALUE"`` (set) or ``"NAME=+VALUE"`` / ``"NAME=-VALUE"`` (shift)."""
+        name, sep, raw = (part.strip() for part in text.partition("="))
+        try:
+            value = float(raw)
+        except ValueError:
+            value = None
+        if not sep or value is None:
+            raise BatchError(f"alpha override '{text}': expected NAME=VALUE or NAME=+SHIFT, e.g. year=1950 "
+                             f"or day_of_year=+182, with NAME one of {list(ALPHA_NAMES)}")
+        return cls(name, value, shift=raw[:1] in "+-")
+
+    def apply(self, values: torch.Tensor) -> torch.Tensor:
+        """The column of this value (any shape) with the override applied."""
+        if not self.shift:
+            return torch.full_like(values, self.value)
+        shifted = values + self.value
+        period = ALPHA_PERIODS.get(self.name)
+        return torch.remainder(shifted, period) if period else shifted
+
+    def __str__(self) -> str:
+        return f"{self.name}={'+' if self.shift and self.value >= 0 else ''}{self.value:g}"
 
 
 @dataclass(frozen=True)
@@ -41,6 +92,7 @@ class BatchMetadata:
         levels: per field, the level values of its ``L`` axis (``(0.0,)`` for surface fields).
         level_kind: the vertical coordinate of the level fields.
         resolution: grid spacing in degrees (latitude spacing of the source grid).
+        alpha: overrides of the tokens' auxiliary values, applied in order (none by default).
     """
 
     time: torch.Tensor
@@ -49,6 +101,7 @@ class BatchMetadata:
     levels: Mapping[str, tuple[float, ...]]
     level_kind: LevelKind = LevelKind.PRESSURE
     resolution: float = 0.25
+    alpha: tuple[AlphaOverride, ...] = ()
 
     def __post_init__(self) -> None:
         b = self.time.shape[0]

@@ -26,7 +26,7 @@ import datetime
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -286,6 +286,64 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu"
         raise CheckpointError(f"checkpoint '{directory}': weights do not fit the model of its config "
                               f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
     return model.eval(), config, Statistics.from_dict(checkpoint.statistics)
+
+
+def load_fields(model: MultiFormer, directory: str | Path,
+                fields: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Load whole fields' weights (everything under ``fields.<name>.``) from a checkpoint into ``model``.
+
+    Args:
+        model: the model to load into (its other fields keep their weights).
+        directory: a checkpoint directory (older formats are migrated).
+        fields: the fields to take; default every field that both the checkpoint and the model have.
+
+    Returns:
+        Per loaded field, the names of its parameters and buffers the checkpoint does not hold (kept as
+        they are, e.g. the cross-attention to a field the checkpoint was not coupled with).
+
+    Raises:
+        CheckpointError: a field one of them lacks, or a tensor whose shape differs (named).
+    """
+    checkpoint = read_checkpoint(directory)
+    held = sorted({name.split(".")[1] for name in checkpoint.weights if name.startswith("fields.")})
+    names = [name for name in model.fields if name in held] if fields is None else list(fields)
+    for name in names:
+        if name not in held:
+            raise CheckpointError(f"checkpoint '{directory}' has no field '{name}' (it has {held})")
+        if name not in model.fields:
+            raise CheckpointError(f"the model has no field '{name}' to load from '{directory}' "
+                                  f"(it has {list(model.fields)})")
+    if not names:
+        raise CheckpointError(f"checkpoint '{directory}' shares no field with the model ({held} and "
+                              f"{list(model.fields)})")
+    state = model.state_dict()
+    chosen, fresh = {}, {}
+    for name in names:
+        prefix = f"fields.{name}."
+        own = {key: value for key, value in checkpoint.weights.items() if key.startswith(prefix)}
+        for key, value in own.items():
+            if key not in state:
+                raise CheckpointError(f"checkpoint '{directory}': '{key}' has no place in the model (its "
+                                      f"field '{name}' is built differently: another size, levels or "
+                                      "coupling)")
+            if tuple(value.shape) != tuple(state[key].shape):
+                raise CheckpointError(f"checkpoint '{directory}': '{key}' has shape {tuple(value.shape)}, "
+                                      f"the model's has {tuple(state[key].shape)}")
+        chosen |= own
+        fresh[name] = sorted(key for key in state if key.startswith(prefix) and key not in own)
+    model.load_state_dict(chosen, strict=False)
+    logger.info("loaded fields %s from '%s'", names, directory)
+    return fresh
+
+
+def freeze_fields(model: MultiFormer, fields: Sequence[str]) -> None:
+    """Stop training the weights of ``fields`` (``requires_grad`` off)."""
+    for name in fields:
+        if name not in model.fields:
+            raise CheckpointError(f"train.freeze: the model has no field '{name}' (it has "
+                                  f"{list(model.fields)})")
+        for parameter in model.fields[name].parameters():
+            parameter.requires_grad_(False)
 
 
 def find_checkpoint(run_dir: str | Path) -> Path | None:

@@ -172,7 +172,6 @@ def data_prepare(
         str, typer.Option(help="Box size time,lat,lon in grid points (sets chunking).")
     ] = "36,54,108",
     chunk_fraction: Annotated[int, typer.Option(help="Chunks are box / fraction along each axis.")] = 2,
-    local_statistics: Annotated[bool, typer.Option(help="Also per-month local statistics.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output store.")] = False,
     filter_keys: Annotated[list[str] | None, typer.Option(
         "--filter", help="GRIB only: keep messages with KEY=VALUE, e.g. typeOfLevel=isobaricInhPa "
@@ -205,7 +204,6 @@ def data_prepare(
         member=chosen_member,
         box=_triple(box, "box"),
         chunk_fraction=chunk_fraction,
-        local_statistics=local_statistics,
         overwrite=overwrite,
         filters={key: _grib_value(value) for key, value in _pairs(filter_keys, "filter").items()},
         rename=_pairs(rename, "rename"),
@@ -223,13 +221,12 @@ def data_prepare(
 @friendly_errors
 def data_stats(
     store: Annotated[Path, typer.Argument(help="A prepared store.")],
-    local_statistics: Annotated[bool, typer.Option(help="Also per-month local statistics.")] = False,
 ) -> None:
     """Recompute the normalisation statistics of a prepared store."""
     from atmorep.data.describe import describe_store
     from atmorep.data.prepare import update_statistics
 
-    update_statistics(store, local_statistics=local_statistics)
+    update_statistics(store)
     console.print(describe_store(store))
 
 
@@ -372,6 +369,10 @@ def infer(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the reconstruct masks.")] = 0,
+    alpha: Annotated[
+        list[str] | None, typer.Option(help="Override an auxiliary value (repeatable): year=1950, "
+                                            "day_of_year=+182 (a shift), hour, level, latitude, ...")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Zero-shot inference with a trained model over a region or the globe (WeatherBench-2 zarr output)."""
@@ -387,7 +388,7 @@ def infer(
         times=reference_times(time or (), start, end, every), lead_hours=lead_hours, region=region,
         infill_region=infill_region, ratio=ratio, coarsen_factor=coarsen_factor,
         overlap=int(overlap) if overlap >= 1 else overlap, batch_size=batch_size, rollout=rollout,
-        device=device, precision=precision, seed=seed, overwrite=overwrite)
+        device=device, precision=precision, seed=seed, alpha=tuple(alpha or ()), overwrite=overwrite)
     with progress_bar(f"{task}", console) as advance:
         result = run_inference(request, progress=advance)
     console.print(f"wrote {result.output}: {result.cases} cases, {result.tiles} tiles in "

@@ -82,11 +82,21 @@ class BoxConfig(_Strict):
         return (self.time, self.latitude, self.longitude)
 
 
+class FieldStores(_Strict):
+    """The stores one field is read from instead of ``data.train`` / ``data.validation``: one per store
+    of those lists, in the same order, with the same time steps and grid (e.g. another model's output,
+    a field prepared on its own)."""
+
+    train: list[str] = []
+    validation: list[str] = []
+
+
 class DataConfig(_Strict):
     """Where the data comes from and how boxes are drawn."""
 
     train: list[str] = []  # prepared stores (paths or fsspec URLs)
     validation: list[str] = []
+    field_stores: dict[str, FieldStores] = {}  # field name -> its own stores (default: train / validation)
     box: BoxConfig = BoxConfig()
     boxes_per_window: int = Field(4, ge=1)  # boxes drawn from one time window
     windows_per_batch: int = Field(1, ge=1)
@@ -99,6 +109,12 @@ class DataConfig(_Strict):
     @property
     def batch_size(self) -> int:
         return self.boxes_per_window * self.windows_per_batch
+
+    def stores(self, split: Literal["train", "validation"]) -> tuple[list[str], dict[str, list[str]]]:
+        """The stores of a split and, per field that has its own, that field's stores."""
+        own = {name: getattr(stores, split) for name, stores in self.field_stores.items()
+               if getattr(stores, split)}
+        return getattr(self, split), own
 
 
 class ModelConfig(_Strict):
@@ -154,6 +170,9 @@ class TrainConfig(_Strict):
     validation_batches: int = Field(8, ge=1)
     calibrate_spread: bool = True  # fit the ensemble's spread factors on the validation batches at the end
     checkpoint_every: int = Field(200, ge=1)
+    init: str | None = None  # a checkpoint (or run directory) whose fields' weights a fresh run starts from
+    init_fields: list[str] | None = None  # the fields taken from ``init`` (default: every field both have)
+    freeze: list[str] = []  # fields whose weights are not trained (e.g. pre-trained ones)
 
 
 class RunConfig(_Strict):

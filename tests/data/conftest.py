@@ -261,11 +261,11 @@ def store_source() -> xr.Dataset:
 
 @pytest.fixture(scope="session")
 def prepared_store(tmp_path_factory, store_source) -> str:
-    """A store prepared once per session (with local statistics); tests must not modify it."""
+    """A store prepared once per session; tests must not modify it."""
     from atmorep.data.prepare import prepare_dataset
 
     path = tmp_path_factory.mktemp("prepared") / "store.zarr"
-    return str(prepare_dataset(store_source, path, box=STORE_BOX, local_statistics=True))
+    return str(prepare_dataset(store_source, path, box=STORE_BOX))
 
 
 @pytest.fixture(scope="session")
@@ -286,3 +286,8 @@ def nan_store(tmp_path_factory, nan_source) -> str:
 
     path = tmp_path_factory.mktemp("prepared_nan") / "store.zarr"
     return str(prepare_dataset(nan_source, path, box=STORE_BOX))
+
+
+def draw_batch(sampler, epoch: int, batch: int) -> list:
+    """All boxes of one batch of a sampler's stream, as the dataset draws them (without NaN redraws)."""
+    return list(sampler.iter_batch(sampler.generator(epoch, batch)))

@@ -15,7 +15,7 @@ from atmorep.data.dataset import BoxDataset, SamplerState, make_loader
 from atmorep.data.store import Store
 from atmorep.errors import DataError
 from atmorep.fields import LevelKind
-from tests.data.conftest import NAN_COLUMNS, NAN_FIELD, NAN_LEVEL, NAN_ROWS, STORE_BOX
+from tests.data.conftest import NAN_COLUMNS, NAN_FIELD, NAN_LEVEL, NAN_ROWS, STORE_BOX, draw_batch
 
 FIELDS = [FieldConfig(name="t", token_size=(1, 1, 1)), FieldConfig(name="sp", token_size=(1, 1, 1)),
           FieldConfig(name="u", levels=[850.0], token_size=(1, 1, 1))]
@@ -67,7 +67,7 @@ def test_values_are_the_store_boxes_normalised(prepared_store):
     for epoch, index in ((0, 1), (3, 2)):
         batch = dataset.make_batch(epoch, index)
         physical = store.statistics.denormalise_fields(batch.fields, batch.metadata.levels)
-        boxes = dataset.sampler.draw_batch(epoch, index)  # no NaN: exactly the boxes of the stream
+        boxes = draw_batch(dataset.sampler, epoch, index)  # no NaN: exactly the boxes of the stream
         for b, box in enumerate(boxes):
             time, lat, lon = store.box_coordinates(box.index, STORE_BOX)
             assert torch.equal(batch.metadata.time[b], torch.from_numpy((time - EPOCH).astype(np.int64)))
@@ -208,3 +208,33 @@ def test_nan_everywhere_in_reach_raises_after_max_redraws(nan_store, nan_source)
     dataset = BoxDataset([nan_store], fields, _data(whole_globe, nan_policy="skip", max_redraws=3))
     with pytest.raises(DataError, match=r"holds NaN \(nan_policy=skip, 3 redraws\)"):
         dataset.make_batch(0, 0)
+
+
+# ------------------------------------------------------------------------------------ fields of other stores
+
+
+def test_a_field_read_from_its_own_store_gives_the_batches_of_one_store(tmp_path, prepared_store,
+                                                                        store_source):
+    from atmorep.data.prepare import prepare_dataset
+
+    main = prepare_dataset(store_source[["t", "sp"]], tmp_path / "main.zarr", box=STORE_BOX)
+    own = prepare_dataset(store_source[["u"]], tmp_path / "u.zarr", box=STORE_BOX)
+    split = BoxDataset([str(main)], FIELDS, _data(), field_paths={"u": [str(own)]})
+    whole = BoxDataset([prepared_store], FIELDS, _data())
+    for index in range(3):
+        _assert_same(split.make_batch(0, index), whole.make_batch(0, index))
+    assert split.statistics == whole.statistics
+    assert dict(split.levels) == dict(whole.levels)
+
+
+def test_a_field_store_that_does_not_pair_with_the_split_is_refused(tmp_path, prepared_store, store_source):
+    from atmorep.data.prepare import prepare_dataset
+
+    shifted = store_source[["u"]].assign_coords(time=store_source["time"] + np.timedelta64(1, "h"))
+    late = prepare_dataset(shifted, tmp_path / "late.zarr", box=STORE_BOX)
+    with pytest.raises(DataError, match="field_stores.u: store .*late.zarr' has other time values"):
+        BoxDataset([prepared_store], FIELDS, _data(), field_paths={"u": [str(late)]})
+    with pytest.raises(DataError, match="2 stores for the 1 stores"):
+        BoxDataset([prepared_store], FIELDS, _data(), field_paths={"u": [prepared_store, prepared_store]})
+    with pytest.raises(DataError, match=r"names \['v'\], which are not fields"):
+        BoxDataset([prepared_store], FIELDS, _data(), field_paths={"v": [prepared_store]})

@@ -155,26 +155,6 @@ def test_nan_is_logged(tmp_path, nan_source, caplog):
     assert any("field 't' holds NaN" in r.getMessage() for r in caplog.records)
 
 
-def test_local_statistics_per_month_and_grid_point(prepared_store, store_source):
-    local = xr.open_zarr(prepared_store, group="local_statistics", consolidated=False)
-    assert local["month"].values.tolist() == [2, 3]  # 2000-02-29T12 + 48 h
-    for name, var in store_source.data_vars.items():
-        values = var.values.astype(np.float64)
-        for i, month in enumerate((2, 3)):
-            selected = values[store_source["time.month"].values == month]
-            np.testing.assert_allclose(local[f"{name}_mean"].values[i], selected.mean(axis=0), rtol=1e-6)
-            np.testing.assert_allclose(local[f"{name}_std"].values[i], selected.std(axis=0), rtol=1e-4,
-                                       atol=1e-6 * np.abs(values).max())
-    assert local["t_mean"].dims == ("month", "level", "latitude", "longitude")
-
-
-def test_no_local_statistics_unless_asked(nan_store):
-    assert "local_statistics" not in zarr.open_group(nan_store, mode="r")
-
-
-# ---------------------------------------------------------------------------------------- atomicity
-
-
 def _fail_after(monkeypatch, name: str) -> None:
     """Make the prepare step ``name`` run and then raise."""
     original = getattr(prepare_module, name)
@@ -256,7 +236,6 @@ def test_dataset_without_fields_is_an_error(tmp_path, store_source):
 def test_update_statistics_round_trip(tmp_path, prepared_store):
     out = tmp_path / "store.zarr"
     shutil.copytree(prepared_store, out)
-    shutil.rmtree(out / "local_statistics")
     original = Store(prepared_store).statistics
     group = zarr.open_group(out, mode="r+")
     wrong = {name: {"levels": list(s.levels), "mean": [0.0] * len(s.levels), "std": [1.0] * len(s.levels)}
@@ -264,12 +243,8 @@ def test_update_statistics_round_trip(tmp_path, prepared_store):
     group.attrs["atmorep_statistics"] = json.dumps(wrong)
     zarr.consolidate_metadata(out)
     assert Store(out).statistics.to_dict() == wrong
-    assert update_statistics(out, local_statistics=True) == out
-    store = Store(out)
-    assert store.statistics == original
-    local = xr.open_zarr(out, group="local_statistics", consolidated=False)
-    reference = xr.open_zarr(prepared_store, group="local_statistics", consolidated=False)
-    assert np.array_equal(local["t_mean"].values, reference["t_mean"].values)
+    assert update_statistics(out) == out
+    assert Store(out).statistics == original
 
 
 def test_update_statistics_needs_a_store(tmp_path):

@@ -12,7 +12,7 @@ from atmorep.data.prepare import prepare_dataset
 from atmorep.data.sampler import BoxSampler
 from atmorep.data.store import BoxIndex, Store
 from atmorep.errors import DataError
-from tests.data.conftest import STORE_BOX, make_reference
+from tests.data.conftest import STORE_BOX, draw_batch, make_reference
 
 SIGNIFICANCE = 1e-3  # fixed seeds: a failure means the distribution is wrong, not bad luck
 
@@ -126,7 +126,7 @@ def test_sampled_boxes_read_correctly_with_time_step_and_levels(prepared_store, 
     store = Store(prepared_store)
     shape, step = (6, 8, 16), 2
     sampler = BoxSampler([store], shape, boxes_per_window=8, windows_per_batch=2, time_step=step, seed=2)
-    boxes = sampler.draw_batch(epoch=0, batch=0) + sampler.draw_batch(epoch=0, batch=1)
+    boxes = draw_batch(sampler, 0, 0) + draw_batch(sampler, 0, 1)
     assert any(b.index.longitude + shape[2] > 36 for b in boxes)  # some wrap
     for box in boxes:
         assert box.index.time + (shape[0] - 1) * step < 48
@@ -142,7 +142,7 @@ def test_members_are_sampled_and_read(tmp_path):
     store = Store(prepare_dataset(source, tmp_path / "members.zarr", box=(2, 8, 16)))
     assert store.members == 3
     sampler = BoxSampler([store], (2, 8, 16), boxes_per_window=2, seed=0)
-    drawn = {sampler.draw_batch(0, k)[0].index.member for k in range(30)}
+    drawn = {draw_batch(sampler, 0, k)[0].index.member for k in range(30)}
     assert drawn == {0, 1, 2}
     box = BoxIndex(time=1, latitude=3, longitude=30, member=2)
     expected = _expected_box(source.isel(member=2), "t", box, (2, 8, 16))
@@ -159,7 +159,7 @@ def test_no_two_ranks_or_batches_share_a_stream():
         sampler = BoxSampler([grid], (12, 9, 20), boxes_per_window=4, windows_per_batch=2, seed=7, rank=rank)
         for epoch in range(2):
             for batch in range(10):
-                draws = tuple(_key(b) for b in sampler.draw_batch(epoch, batch))
+                draws = tuple(_key(b) for b in draw_batch(sampler, epoch, batch))
                 assert draws not in seen.values()
                 seen[(rank, epoch, batch)] = draws
     boxes = [box for draws in seen.values() for box in draws]
@@ -172,7 +172,7 @@ def test_same_seed_rank_epoch_batch_gives_the_same_draws():
     def draws(seed: int, rank: int, epoch: int, batch: int) -> list[tuple]:
         sampler = BoxSampler([grid], (12, 9, 20), boxes_per_window=4, windows_per_batch=2, seed=seed,
                              rank=rank)
-        return [_key(b) for b in sampler.draw_batch(epoch, batch)]
+        return [_key(b) for b in draw_batch(sampler, epoch, batch)]
 
     assert draws(3, 1, 2, 5) == draws(3, 1, 2, 5)
     assert draws(3, 1, 2, 5) != draws(4, 1, 2, 5)
@@ -184,7 +184,7 @@ def test_boxes_of_a_window_share_store_member_and_time():
     grids = [Grid(100, np.linspace(-90.0, 90.0, 181), 360, members=4),
              Grid(60, np.linspace(-80.0, 80.0, 161), 360)]
     sampler = BoxSampler(grids, (12, 9, 20), boxes_per_window=5, windows_per_batch=3, seed=1)
-    boxes = sampler.draw_batch(0, 0)
+    boxes = draw_batch(sampler, 0, 0)
     assert len(boxes) == 15
     for start in range(0, 15, 5):
         window = {(b.store, b.index.member, b.index.time) for b in boxes[start: start + 5]}

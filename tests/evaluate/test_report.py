@@ -14,7 +14,8 @@ from PIL import Image
 
 from atmorep.errors import DataError
 from atmorep.evaluate import report
-from atmorep.evaluate.report import MapCase, map_case, write_report
+from atmorep.evaluate.maps import MapCase, map_case
+from atmorep.evaluate.report import write_report
 from atmorep.evaluate.scoring import Scores
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -238,6 +238,18 @@ def test_results_do_not_depend_on_the_batch_size(make_request, predictor, tmp_pa
         np.testing.assert_array_equal(first[name].values, second[name].values)
 
 
+def test_an_alpha_override_moves_the_prediction_and_is_recorded(make_request, predictor, tmp_path):
+    factual = run(make_request(region=WRAPPED, output=tmp_path / "factual.zarr"), predictor)
+    request = make_request(region=WRAPPED, output=tmp_path / "counterfactual.zarr", alpha=("year=1950",))
+    counterfactual = run(request, predictor)
+    assert counterfactual.attrs["alpha"] == ["year=1950"] and "alpha" not in factual.attrs
+    for name in FIELDS:
+        assert not np.allclose(counterfactual[name].values, factual[name].values)
+    same = run(make_request(region=WRAPPED, output=tmp_path / "same.zarr", alpha=("year=+0",)), predictor)
+    for name in FIELDS:
+        np.testing.assert_array_equal(same[name].values, factual[name].values)
+
+
 def test_the_ensemble_is_kept_and_its_members_differ(make_request, predictor):
     prediction = run(make_request(region=WRAPPED), predictor)
     assert prediction.sizes["member"] == predictor.config.model.ensemble_members == 4
@@ -311,6 +323,8 @@ BAD_REQUESTS = {
     "reconstruct-ratio": ({"task": "reconstruct", "ratio": 0.0}, None, "ratio must lie in"),
     "times-not-increasing": ({"times": (store_time(12), store_time(10))}, None, "strictly increasing"),
     "no-time": ({"times": ()}, None, "no reference time"),
+    "alpha-unknown": ({"alpha": ("season=2",)}, None, "alpha 'season' is not an auxiliary value"),
+    "alpha-malformed": ({"alpha": ("year",)}, None, "expected NAME=VALUE"),
 }
 
 

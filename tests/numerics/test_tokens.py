@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atmorep.batch import BatchMetadata
+from atmorep.batch import AlphaOverride, BatchError, BatchMetadata
 from atmorep.numerics.tokens import (
     ALPHA_NAMES,
     TokenError,
@@ -139,3 +140,27 @@ def test_alpha_longitude_stays_in_range_near_zero():
     meta = _metadata([dt.datetime(2020, 1, 1)], [0.0], [359.0, 359.5, 0.0, 0.5])
     lon = token_alpha(meta, "t", (1, 1, 4))[0, 0, 0, 0, 0, COLUMN["longitude"]].item()
     assert lon == pytest.approx(359.75, abs=1e-4)
+
+
+def test_alpha_overrides_set_or_shift_named_values_and_leave_the_others():
+    times = [dt.datetime(2003, 12, 20, 18), dt.datetime(2003, 12, 20, 19)]
+    meta = _metadata(times, [10.0], [350.0])
+    plain = token_alpha(meta, "t", (1, 1, 1))
+    overrides = tuple(AlphaOverride.parse(text) for text in ("year=1950", "day_of_year=+182", "hour=-20",
+                                                             "longitude=+20"))
+    moved = token_alpha(replace(meta, alpha=overrides), "t", (1, 1, 1))
+    assert moved[..., COLUMN["year"]].unique().tolist() == [1950.0]
+    assert moved[0, 0, :, 0, 0, COLUMN["day_of_year"]].tolist() == [(353 + 182) % 365] * 2  # wraps
+    assert moved[0, 0, :, 0, 0, COLUMN["hour"]].tolist() == [22.0, 23.0]  # 18 - 20 wraps to 22
+    assert moved[0, 0, 0, 0, 0, COLUMN["longitude"]].item() == pytest.approx(10.0)
+    for name in ("level", "latitude", "resolution"):
+        assert torch.equal(moved[..., COLUMN[name]], plain[..., COLUMN[name]])
+    assert [str(o) for o in overrides] == ["year=1950", "day_of_year=+182", "hour=-20", "longitude=+20"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("season=2", "not an auxiliary value"), ("year", "expected NAME=VALUE"), ("year=soon", "expected NAME"),
+    ("hour=nan", "must be finite")])
+def test_bad_alpha_overrides_name_what_is_expected(text, message):
+    with pytest.raises(BatchError, match=message):
+        AlphaOverride.parse(text)

@@ -229,3 +229,27 @@ def test_weights_that_do_not_fit_the_config_are_refused(config, statistics, tmp_
     write_checkpoint(tmp_path / "partial", replace(contents, weights=weights))
     with pytest.raises(CheckpointError, match=r"missing \['fields.t.tail.bias'\]"):
         load_model(tmp_path / "partial")
+
+
+def test_fields_load_one_by_one_and_mismatches_are_named(config, statistics, tmp_path):
+    write_checkpoint(tmp_path / "source", _contents(config, statistics, seed=0))
+    source = read_checkpoint(tmp_path / "source").weights
+    torch.manual_seed(1)
+    model = build_model(config)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    assert ckpt.load_fields(model, tmp_path / "source", ["u"]) == {"u": []}
+    after = model.state_dict()
+    for name, value in after.items():
+        expected = source[name] if name.startswith("fields.u.") else before[name]
+        assert torch.equal(value, expected), name
+    ckpt.freeze_fields(model, ["u"])
+    assert not any(p.requires_grad for p in model.fields["u"].parameters())
+    assert all(p.requires_grad for p in model.fields["t"].parameters())
+    with pytest.raises(CheckpointError, match="has no field 'v'"):
+        ckpt.load_fields(model, tmp_path / "source", ["v"])
+    wider = config.model_dump(mode="json")
+    wider["model"]["dim"] = 32
+    with pytest.raises(CheckpointError, match=r"'fields\.t\.\S+' has shape \(\d+.*\), the model's has"):
+        ckpt.load_fields(build_model(resolve_config(wider)), tmp_path / "source", ["t"])
+    with pytest.raises(CheckpointError, match="train.freeze: the model has no field 'v'"):
+        ckpt.freeze_fields(model, ["v"])

@@ -217,3 +217,16 @@ def test_a_gpu_run_autocasts_the_trunk_and_reports_utilisation(stores, tmp_path)
         assert all(0 < record["mfu"] < 1 for record in records)
     model, _, _ = load_model(tmp_path / "run" / "checkpoint", device="cuda")
     assert next(model.parameters()).device.type == "cuda"
+
+
+def test_a_run_starts_from_a_checkpoints_fields_and_keeps_frozen_ones_fixed(stores, tmp_path):
+    train(make_config(stores, tmp_path / "first", max_steps=2))
+    first = _weights(tmp_path / "first")
+    overrides = (f"train.init={tmp_path / 'first'}", "train.freeze=[t]")
+    config = make_config(stores, tmp_path / "second", overrides, max_steps=3, calibrate_spread=False)
+    train(config)
+    second = _weights(tmp_path / "second")
+    t_weights = [name for name in first if name.startswith("fields.t.") and not name.endswith(".spread")]
+    assert t_weights and all(torch.equal(second[name], first[name]) for name in t_weights)  # frozen
+    u_weights = [name for name in first if name.startswith("fields.u.") and name.endswith(".weight")]
+    assert any(not torch.equal(second[name], first[name]) for name in u_weights)  # started from it, trained

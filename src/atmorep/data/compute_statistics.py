@@ -109,19 +109,3 @@ def nan_report(ds: xr.Dataset, counts: dict[str, int] | None = None) -> dict[str
         )
         report[name] = {"fraction": count / var.size, "count": count, "where": where}
     return report
-
-
-def compute_local_statistics(ds: xr.Dataset) -> xr.Dataset:
-    """Per calendar month and grid point mean and std (``<field>_mean``, ``<field>_std``).
-
-    Returns:
-        dataset with dims ``(month, [level,] latitude, longitude)``.
-    """
-    out = {}
-    grouped = ds.astype(np.float64).groupby("time.month")
-    mean = grouped.mean("time")
-    std = grouped.std("time")
-    for name in ds.data_vars:
-        out[f"{name}_mean"] = mean[name].astype(np.float32)
-        out[f"{name}_std"] = std[name].astype(np.float32)
-    return xr.Dataset(out)

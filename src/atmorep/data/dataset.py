@@ -14,7 +14,7 @@ never hold NaN. The number of skipped boxes is counted in ``Batch.extras["skippe
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +54,9 @@ class BoxDataset(IterableDataset):
         data: box size, boxes per window, windows per batch, NaN policy, epoch length.
         seed: stream seed. rank: the distributed rank (its own stream).
         state: where to start (epoch and batch index).
-        statistics: normalisation statistics (default: those of the first store).
+        statistics: normalisation statistics (default: each field's from the first store it is read from).
+        field_paths: per field, its own stores, one per store of ``paths`` in the same order, with the
+            same time steps and grid (``data.field_stores``); other fields are read from ``paths``.
     """
 
     def __init__(
@@ -67,13 +69,14 @@ class BoxDataset(IterableDataset):
         rank: int = 0,
         state: SamplerState | None = None,
         statistics: Statistics | None = None,
+        field_paths: Mapping[str, Sequence[str]] | None = None,
     ):
         super().__init__()
         self.stores = [Store(p) for p in paths]
         self.fields = list(fields)
         self.data = data
         self.state = state or SamplerState()
-        self.statistics = statistics or self.stores[0].statistics
+        self.field_stores = self._field_stores(dict(field_paths or {}))
         self.sampler = BoxSampler(
             self.stores,
             data.box.shape,
@@ -84,14 +87,37 @@ class BoxDataset(IterableDataset):
             rank=rank,
         )
         self.level_index = [
-            {f.name: s.level_indices(f.name, f.levels) for f in self.fields} for s in self.stores
+            {f.name: self.field_stores[f.name][k].level_indices(f.name, f.levels) for f in self.fields}
+            for k in range(len(self.stores))
         ]
         self.levels = {
-            f.name: tuple(self.stores[0].field_levels(f.name)[i] for i in self.level_index[0][f.name])
+            f.name: tuple(self.field_stores[f.name][0].field_levels(f.name)[i]
+                          for i in self.level_index[0][f.name])
             for f in self.fields
         }
+        self.statistics = statistics or Statistics(
+            {f.name: self.field_stores[f.name][0].statistics[f.name] for f in self.fields})
         self._scales = self._normalisation()
 
+    def _field_stores(self, field_paths: dict[str, Sequence[str]]) -> dict[str, list[Store]]:
+        """Per field the stores it is read from, checked to pair with ``self.stores`` step by step."""
+        names = [f.name for f in self.fields]
+        unknown = sorted(set(field_paths) - set(names))
+        if unknown:
+            raise DataError(f"data.field_stores names {unknown}, which are not fields of the run ({names})")
+        stores = {name: self.stores for name in names}
+        for name, paths in field_paths.items():
+            if len(paths) != len(self.stores):
+                raise DataError(f"data.field_stores.{name}: {len(paths)} stores for the {len(self.stores)} "
+                                "stores of the split; give one per store, in the same order")
+            stores[name] = [Store(p) for p in paths]
+            for own, main in zip(stores[name], self.stores):
+                for axis in ("time", "latitude", "longitude"):
+                    if not np.array_equal(getattr(own, axis), getattr(main, axis)):
+                        raise DataError(f"data.field_stores.{name}: store '{own.path}' has other {axis} "
+                                        f"values than store '{main.path}' it pairs with; both need the same "
+                                        f"{axis}")
+        return stores
     def _normalisation(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         scales = {}
         for f in self.fields:
@@ -139,10 +165,9 @@ class BoxDataset(IterableDataset):
 
     def _read(self, box: SampledBox) -> dict[str, np.ndarray] | None:
         """Normalised ``[L, T, H, W]`` per field, or None if any value is not finite."""
-        store = self.stores[box.store]
         out = {}
         for f in self.fields:
-            raw = store.read_box(
+            raw = self.field_stores[f.name][box.store].read_box(
                 f.name,
                 box.index,
                 self.data.box.shape,

@@ -20,7 +20,6 @@ import xarray as xr
 from zarr.codecs import BloscCodec
 
 from atmorep.data.compute_statistics import (
-    compute_local_statistics,
     compute_statistics,
     nan_report,
     reduce_store,
@@ -60,7 +59,6 @@ def prepare(
     member: int | str | None = None,
     box: Sequence[int] = (36, 54, 108),
     chunk_fraction: int = 2,
-    local_statistics: bool = False,
     overwrite: bool = False,
     filters: Mapping[str, str | int | float] | None = None,
     rename: Mapping[str, str] | None = None,
@@ -79,7 +77,6 @@ def prepare(
         box: ``(T, H, W)`` box size in grid points the store will be sampled with (sets chunking).
             Data smaller than the box are prepared all the same, with a warning, and chunked whole.
         chunk_fraction: chunks are ``box / chunk_fraction`` along each axis (see :func:`chunk_shape`).
-        local_statistics: also compute per-month, per-grid-point mean and std.
         overwrite: replace an existing store.
         filters, rename, time_dim, time_units: how to read the sources, see
             :func:`atmorep.data.sources.open_dataset`.
@@ -102,7 +99,6 @@ def prepare(
         out,
         box=box,
         chunk_fraction=chunk_fraction,
-        local_statistics=local_statistics,
         overwrite=overwrite,
         origin=", ".join(map(str, sources)),
     )
@@ -114,7 +110,6 @@ def prepare_dataset(
     *,
     box: Sequence[int] = (36, 54, 108),
     chunk_fraction: int = 2,
-    local_statistics: bool = False,
     overwrite: bool = False,
     origin: str = "<dataset>",
 ) -> Path:
@@ -138,10 +133,6 @@ def prepare_dataset(
             "atmorep_nan_report": json.dumps(report),
             "atmorep_sources": origin,
         }
-        if local_statistics:
-            compute_local_statistics(written).to_zarr(
-                tmp, group="local_statistics", mode="w", consolidated=False, zarr_format=3
-            )
         _finalise(tmp, attrs)
     for name, entry in report.items():
         log.warning(
@@ -259,17 +250,13 @@ def _finalise(path: Path, attrs: dict) -> None:
     zarr.consolidate_metadata(path)
 
 
-def update_statistics(path: str | Path, local_statistics: bool = False) -> Path:
+def update_statistics(path: str | Path) -> Path:
     """Recompute and store the statistics of an existing store (``atmorep data stats``)."""
     import zarr
 
     store = Store(path)  # validates that it is a complete store
     ds = _open_for_reduction(store.path, _stored_task_chunks(store.path))
     statistics = compute_statistics(ds)
-    if local_statistics:
-        compute_local_statistics(ds).to_zarr(
-            store.path, group="local_statistics", mode="w", consolidated=False, zarr_format=3
-        )
     group = zarr.open_group(store.path, mode="r+")
     group.attrs["atmorep_statistics"] = json.dumps(statistics.to_dict())
     zarr.consolidate_metadata(store.path)

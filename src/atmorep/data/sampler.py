@@ -94,11 +94,6 @@ class BoxSampler:
         column = int(rng.integers(self.stores[store].longitude.size))
         return SampledBox(store, BoxIndex(time=start, latitude=row, longitude=column, member=member))
 
-    def draw_batch(self, epoch: int, batch: int) -> list[SampledBox]:
-        """All boxes of one batch (``windows_per_batch * boxes_per_window``)."""
-        rng = self.generator(epoch, batch)
-        return list(self.iter_batch(rng))
-
     def iter_batch(self, rng: np.random.Generator):
         """Yield boxes window by window; callers may draw replacements from the same ``rng``."""
         for _ in range(self.windows_per_batch):

@@ -364,13 +364,12 @@ def _quiet_zarr() -> Iterator[None]:
 @contextlib.contextmanager
 def _progress_bar(show: bool, total: float, completed: float) -> Iterator[Callable[[float], None]]:
     """Yield ``advance(days)``, which adds simulated days to a progress bar (when ``show``)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from atmorep.progress import ProgressBar
 
-    columns = (TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:.1f}/{task.total:.1f} d"),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not show) as bar:
-        task = bar.add_task("simulating", total=total, completed=completed)
-        yield lambda days: bar.advance(task, days)
+    amount = "{task.completed:.1f}/{task.total:.1f} d"
+    with ProgressBar("simulating", total, completed, show=show, amount=amount) as bar:
+        bar.update(completed)
+        yield bar.advance
 
 
 def _jcm():

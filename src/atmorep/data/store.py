@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 import zarr
 
 from atmorep.data.statistics import Statistics
@@ -98,9 +99,9 @@ class Store:
     def time(self) -> np.ndarray:
         """datetime64[s] of every time step."""
         array = self._group["time"]
-        units = array.attrs.get("units", "")
+        attrs = dict(array.attrs)
         values = np.asarray(array[...])
-        return _decode_time(values, units, self.path)
+        return _decode_time(values, attrs, self.path)
 
     @cached_property
     def latitude(self) -> np.ndarray:
@@ -223,14 +224,20 @@ def _read_levels(
     return np.moveaxis(values, 0, 1)  # [L, T, H, W]
 
 
-def _decode_time(values: np.ndarray, units: str, path: str) -> np.ndarray:
+def _decode_time(values: np.ndarray, attrs: dict, path: str) -> np.ndarray:
+    """The time coordinate as ``datetime64[s]``, decoded by xarray from its CF ``units`` and ``calendar``."""
     if np.issubdtype(values.dtype, np.datetime64):
         return values.astype("datetime64[s]")
+    units = attrs.get("units", "")
     if not units or " since " not in units:
         raise DataError(f"store '{path}': time coordinate has no CF units (got {units!r})")
-    step, origin = units.split(" since ")
-    scale = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}.get(step.strip())
-    if scale is None:
-        raise DataError(f"store '{path}': unsupported time units {units!r}")
-    origin_time = np.datetime64(origin.strip().replace(" ", "T")[:19], "s")
-    return origin_time + (values.astype(np.int64) * scale).astype("timedelta64[s]")
+    calendar = attrs.get("calendar", "standard")
+    encoded = xr.Dataset({"time": ("time", values, {"units": units, "calendar": calendar})})
+    try:
+        decoded = xr.decode_cf(encoded)["time"].values
+    except (ValueError, TypeError, OverflowError):
+        raise DataError(f"store '{path}': cannot decode the time coordinate with units {units!r}; expected "
+                        "'<seconds|minutes|hours|days> since <date>'") from None
+    if not np.issubdtype(decoded.dtype, np.datetime64):
+        raise DataError(f"store '{path}': time calendar {calendar!r} is not the standard calendar")
+    return decoded.astype("datetime64[s]")

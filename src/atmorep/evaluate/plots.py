@@ -32,7 +32,7 @@ from atmorep.fields import field_spec
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from atmorep.evaluate.report import MapCase
+    from atmorep.evaluate.maps import MapCase
 
 METHODS = ("model", "persistence", "climatology", "linear", "bilinear", "bicubic")  # table and legend order
 MAX_CURVES = 3  # lead times drawn in a rank-histogram or spectrum panel

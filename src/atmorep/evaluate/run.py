@@ -24,7 +24,8 @@ from rich.console import Group
 from rich.table import Table
 
 from atmorep.errors import DataError
-from atmorep.evaluate.report import MapCase, map_case, markdown_table, number_cell, write_report
+from atmorep.evaluate.maps import MapCase, map_case
+from atmorep.evaluate.report import markdown_table, number_cell, write_report
 from atmorep.evaluate.scoring import Scores, score, summary_table, write_scores
 from atmorep.evaluate.truth import open_store
 from atmorep.io import atomic_write_text

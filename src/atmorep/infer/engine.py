@@ -33,6 +33,7 @@ from atmorep.infer.predictor import BoxPredictor, token_modes
 from atmorep.infer.request import (
     InferencePlan,
     InferenceRequest,
+    alpha_overrides,
     check_request,
     coarsen_factor,
     inference_task,
@@ -96,8 +97,9 @@ class DomainRunner:
         self.tile_lat, self.tile_lon = tile_lat, tile_lon  # [K, H], [K, W]
         self.tiles_run = 0
         first = predictor.fields[0]
-        self.block = tuple(first.token_size)
+        self.token_size = tuple(first.token_size)
         self.factor = coarsen_factor(request, predictor.config)
+        self.alpha = alpha_overrides(request)
         self.ratio = 0.5 if request.ratio is None else request.ratio
         self.region = (region_points(plan.domain.latitude, plan.domain.longitude, request.infill_region)
                        if request.infill_region is not None else None)
@@ -148,7 +150,7 @@ class DomainRunner:
             meta = BatchMetadata(time=seconds[None].expand(b * s, -1), levels=self.level_values,
                                  latitude=self.tile_lat[index].repeat_interleave(s, dim=0),
                                  longitude=self.tile_lon[index].repeat_interleave(s, dim=0),
-                                 level_kind=self.level_kind, resolution=self.resolution)
+                                 level_kind=self.level_kind, resolution=self.resolution, alpha=self.alpha)
             out = predictor.predict(inputs, modes, meta, self.factor)  # field -> [b * S, E, L, T, H, W]
             stacked = torch.cat([out[n] for n in self.predicted], dim=2)[:, :, :, steps].cpu()
             stacked = stacked.reshape(b, s, *stacked.shape[1:])  # [b, S, E, Cp, P, H, W]
@@ -168,7 +170,7 @@ class DomainRunner:
         seconds = self._seconds(start)
         generator = torch.Generator().manual_seed(derive_seed(self.request.seed, TARGET_STREAM, number))
         points = self.task.target_points(layout, plan.domain.shape, region=self.region, ratio=self.ratio,
-                                         block=self.block, generator=generator)  # [T, H, W]
+                                         token_size=self.token_size, generator=generator)  # [T, H, W]
         tile_points = extract(points, plan.tiles)  # [K, T, H, W]
         window = self.read_window(start, layout.read_steps)  # [C, T, H, W]
         if self.task.rolls_out:
@@ -185,12 +187,12 @@ class DomainRunner:
         plan, layout = self.plan, self.plan.layout
         if plan.rollout_steps == 1:
             return self.apply(window[None], tile_points, seconds)[:, :, : plan.leads.size]
-        shift = int(plan.step / np.timedelta64(1, "s")) * layout.block
+        shift = int(plan.step / np.timedelta64(1, "s")) * layout.steps_per_pass
         by_member = self.request.rollout == "members"
         members: list[Tensor] = []
 
         def step(state: Tensor) -> Tensor:  # state [S, C, T - k, H, W] -> forecast [S, C, k, H, W]
-            padded = torch.nn.functional.pad(state, (0, 0, 0, 0, 0, layout.block))  # [S, C, T, H, W]
+            padded = torch.nn.functional.pad(state, (0, 0, 0, 0, 0, layout.steps_per_pass))  # [S, C, T, H, W]
             source = padded[:1] if not members else padded  # the member windows start identical
             out = self.apply(source, tile_points, seconds + len(members) * shift)  # [E, C, k, H, W]
             members.append(out)
@@ -257,9 +259,11 @@ def prediction_layout(runner: DomainRunner, request: InferenceRequest, plan: Inf
         attrs["transforms"] = json.dumps(transforms)
     region = request.infill_region
     resolved = {"coarsen_factor": int(runner.factor), "ratio": float(runner.ratio),
-                "rollout": request.rollout, "one_shot_lead_hours": float(plan.layout.block * hours),
+                "rollout": request.rollout, "one_shot_lead_hours": float(plan.layout.steps_per_pass * hours),
                 "infill_region": None if region is None else [float(v) for v in region]}
     attrs |= {name: resolved[name] for name in runner.task.output_attrs}
+    if runner.alpha:
+        attrs["alpha"] = [str(override) for override in runner.alpha]  # a counterfactual
     fields = {n: None if store.is_surface(n) else tuple(runner.level_values[n]) for n in predictor.predicted}
     return PredictionLayout(
         fields=fields, level_kind=store.level_kind.value, prediction_timedelta=plan.leads * plan.step,

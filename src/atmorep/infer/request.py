@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from atmorep.batch import AlphaOverride, BatchError
 from atmorep.config import RunConfig
 from atmorep.data.store import Store
 from atmorep.errors import DataError
@@ -57,6 +58,8 @@ class InferenceRequest:
             E times the compute of later steps); ``"mean"`` continues the ensemble mean.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``. precision: ``auto``, ``float32``, ``bfloat16``.
         seed: seed of the reconstruct masks.
+        alpha: overrides of the tokens' auxiliary values, ``"year=1950"`` (set) or ``"day_of_year=+182"``
+            (shift); see :class:`atmorep.batch.AlphaOverride`. Recorded in the output's attributes.
         overwrite: replace an existing output.
     """
 
@@ -76,6 +79,7 @@ class InferenceRequest:
     device: str = "auto"
     precision: str = "auto"
     seed: int = 0
+    alpha: tuple[str, ...] = ()
     overwrite: bool = False
 
 
@@ -224,11 +228,12 @@ def lead_steps(request: InferenceRequest, layout: CaseLayout, step: np.timedelta
         raise DataError(f"lead time {request.lead_hours:g} h is not reachable: the model steps by "
                         f"{hours:g} h, expected a positive multiple of {hours:g} h")
     total = int(round(steps))
-    rollout = -(-total // layout.block)
+    rollout = -(-total // layout.steps_per_pass)
     if rollout > 1 and any(not f.predicted for f in config.fields):
         inputs = [f.name for f in config.fields if not f.predicted]
         raise DataError(f"lead time {request.lead_hours:g} h needs rollout beyond the box's "
-                        f"{layout.block * hours:g} h, but the model does not predict its input fields "
+                        f"{layout.steps_per_pass * hours:g} h, but the model does not predict its input "
+                        f"fields "
                         f"{inputs}")
     return rollout, np.arange(1, total + 1, dtype=np.int64)
 
@@ -272,11 +277,20 @@ def coarsen_factor(request: InferenceRequest, config: RunConfig) -> int:
     return config.fields[0].masking.coarsen_factor if factor is None else int(factor)
 
 
+def alpha_overrides(request: InferenceRequest) -> tuple[AlphaOverride, ...]:
+    """The request's alpha overrides, parsed (DataError naming a bad one)."""
+    try:
+        return tuple(AlphaOverride.parse(text) for text in request.alpha)
+    except BatchError as error:
+        raise DataError(str(error)) from None
+
+
 def check_request(request: InferenceRequest) -> None:
     """DataError for a request that is wrong whatever the model and the data: an unknown task, an option
     out of range or given to a task that does not take it, an infill without its region."""
     task = inference_task(request.task)
     _check_task_options(request, task)
+    alpha_overrides(request)
     for option in task.required_options:
         if getattr(request, option) is None:
             flag = "--" + option.replace("_", "-")

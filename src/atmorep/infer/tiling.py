@@ -163,13 +163,6 @@ class TilePlan:
         """Blending weights ``[K, H, W]``: smooth, positive, summing to 1 over tiles at every grid point."""
         return torch.tensor(self._weights, dtype=dtype, device=device)  # a copy: the plan stays intact
 
-    def coverage(self) -> torch.Tensor:
-        """``[nlat, nlon]`` int64: how many tiles cover each grid point."""
-        rows, cols = self._index
-        flat = (rows[:, :, None] * self.grid_shape[1] + cols[:, None, :]).ravel()  # [K * H * W]
-        counts = np.bincount(flat, minlength=self.grid_shape[0] * self.grid_shape[1])
-        return torch.as_tensor(counts).reshape(self.grid_shape)  # [nlat, nlon]
-
     def tile_coordinates(self, latitude: np.ndarray | torch.Tensor,
                          longitude: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Coordinates of every tile, ready for ``BatchMetadata``: latitude ``[K, H]`` and longitude

@@ -37,7 +37,7 @@ from atmorep.model.output import FieldPrediction, ModelOutput
 from atmorep.model.tail import EnsembleTail, autocast_disabled
 from atmorep.numerics.first_guess import KIND_VISIBLE, first_guess
 from atmorep.numerics.modes import VISIBLE
-from atmorep.numerics.tokens import token_grid
+from atmorep.numerics.tokens import ALPHA_NAMES, token_grid
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,8 @@ class MultiFormer(nn.Module):
         Args:
             tokens: field name -> ``[B, L, nT, nH, nW, D_f]`` (masked) token values.
             modes: field name -> ``[B, L, nT, nH, nW]`` int8 (0 visible, 1 masked, 2 noised, 3 coarsened).
-            alpha: field name -> ``[B, L, nT, nH, nW, 7]`` from :func:`atmorep.numerics.tokens.token_alpha`.
+            alpha: field name -> ``[B, L, nT, nH, nW, len(ALPHA_NAMES)]`` from
+                :func:`atmorep.numerics.tokens.token_alpha`.
             coarsen_factor: the block length of COARSENED tokens for the first guess (default: each
                 field's ``masking.coarsen_factor``).
 
@@ -208,8 +209,9 @@ class MultiFormer(nn.Module):
             if tuple(mode.shape) != expected[:5] or mode.is_floating_point():
                 raise DataError(f"model input modes['{f.name}'] must be integer {expected[:5]}, "
                                 f"got {mode.dtype} {tuple(mode.shape)}")
-            if tuple(aux.shape) != (*expected[:5], 7):
-                raise DataError(f"model input alpha['{f.name}'] must have shape {(*expected[:5], 7)}, "
+            if tuple(aux.shape) != (*expected[:5], len(ALPHA_NAMES)):
+                raise DataError(f"model input alpha['{f.name}'] must have shape "
+                                f"{(*expected[:5], len(ALPHA_NAMES))}, "
                                 f"got {tuple(aux.shape)}")
 
     def _token_shape(self, name: str, value: Tensor, batch: int | None) -> tuple[int, ...]:

@@ -13,15 +13,17 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
-from atmorep.batch import Batch, BatchMetadata
+from atmorep.batch import ALPHA_NAMES, EPOCH, Batch, BatchMetadata
 from atmorep.errors import AtmorepError
 
 if TYPE_CHECKING:
     from atmorep.config import FieldConfig
 
-ALPHA_NAMES = ("year", "day_of_year", "hour", "level", "latitude", "longitude", "resolution")
+__all__ = ["ALPHA_NAMES", "TokenError", "calendar", "token_alpha", "token_grid", "tokenise", "tokenise_batch",
+           "tokens_per_field", "untokenise"]
 
 
 class TokenError(AtmorepError, ValueError):
@@ -75,44 +77,29 @@ def untokenise(tokens: torch.Tensor, token_size: tuple[int, int, int]) -> torch.
     return x.reshape(*lead, nt * tt, nh * th, nw * tw)
 
 
-def _day_of_year_and_hour(seconds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Year, day of year (0-based, fractional days excluded) and hour (fractional) from Unix seconds."""
-    days = torch.div(seconds, 86400, rounding_mode="floor")
-    hour = (seconds - days * 86400).to(torch.float64) / 3600.0
-    # civil-from-days (Howard Hinnant's algorithm), vectorised in int64
-    z = days + 719468
-    era = torch.div(z, 146097, rounding_mode="floor")
-    doe = z - era * 146097
-    yoe = torch.div(doe - doe // 1460 + doe // 36524 - doe // 146096, 365, rounding_mode="floor")
-    year = yoe + era * 400
-    doy_march = doe - (365 * yoe + yoe // 4 - yoe // 100)  # day of year counted from March 1st
-    month_index = (5 * doy_march + 2) // 153  # 0 = March
-    year = year + (month_index >= 10).to(torch.int64)  # Jan and Feb belong to the next civil year
-    jan1 = _days_from_civil(year)
-    return year, days - jan1, hour
-
-
-def _days_from_civil(year: torch.Tensor) -> torch.Tensor:
-    """Days since 1970-01-01 of January 1st of ``year`` (proleptic Gregorian)."""
-    y = year - 1  # January belongs to the previous March-based year
-    era = torch.div(y, 400, rounding_mode="floor")
-    yoe = y - era * 400
-    doe = 365 * yoe + yoe // 4 - yoe // 100 + 306  # March 1st of y + 306 days = January 1st of year
-    return era * 146097 + doe - 719468
+def calendar(seconds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Year, day of year (0-based) and hour of day (fractional) of Unix seconds (numpy's calendar)."""
+    times = EPOCH + seconds.detach().cpu().numpy().astype("timedelta64[s]")
+    years, days = times.astype("datetime64[Y]"), times.astype("datetime64[D]")
+    year = years.astype(np.int64) + 1970
+    day = (days - years.astype("datetime64[D]")).astype(np.int64)
+    hour = (times - days.astype("datetime64[s]")).astype(np.int64) / 3600.0
+    return tuple(torch.from_numpy(np.asarray(v)).to(seconds.device) for v in (year, day, hour))
 
 
 def token_alpha(metadata: BatchMetadata, field: str, token_size: tuple[int, int, int]) -> torch.Tensor:
     """The auxiliary values alpha of every token of a field.
 
     Each token gets the time of its first step (year, day of year, hour), its level value, the
-    latitude and longitude of its centre, and the grid resolution in degrees.
+    latitude and longitude of its centre, and the grid resolution in degrees; then the metadata's
+    overrides (``metadata.alpha``) are applied by name.
 
     Returns:
-        ``[B, L, nT, nH, nW, 7]`` float32, columns in the order of :data:`ALPHA_NAMES`.
+        ``[B, L, nT, nH, nW, len(ALPHA_NAMES)]`` float32, columns in the order of :data:`ALPHA_NAMES`.
     """
     tt, th, tw = token_size
     time = metadata.time[:, ::tt]  # [B, nT]
-    year, doy, hour = _day_of_year_and_hour(time)
+    year, doy, hour = calendar(time)
     b, nt = time.shape
     lat = metadata.latitude.reshape(b, -1, th).mean(dim=-1)  # [B, nH]
     lon = _circular_mean_degrees(metadata.longitude.reshape(b, -1, tw))  # [B, nW]
@@ -128,6 +115,9 @@ def token_alpha(metadata: BatchMetadata, field: str, token_size: tuple[int, int,
         lon[:, None, None, None, :].expand(shape),
         torch.full(shape, float(metadata.resolution), dtype=torch.float64),
     ]
+    for override in metadata.alpha:
+        index = ALPHA_NAMES.index(override.name)
+        columns[index] = override.apply(columns[index])
     return torch.stack(columns, dim=-1).to(torch.float32)
 
 

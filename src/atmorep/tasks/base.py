@@ -68,8 +68,8 @@ class CaseLayout:
         return np.asarray(self.predicted, dtype=np.int64) - self.reference
 
     @property
-    def block(self) -> int:
-        """Steps predicted per rollout step (forecast)."""
+    def steps_per_pass(self) -> int:
+        """Steps predicted by one model pass (a rollout advances by as many)."""
         return len(self.predicted)
 
     def time_targets(self) -> np.ndarray:
@@ -156,7 +156,7 @@ class Task:
         return CaseLayout(self.name, window, 0, tuple(range(window)), mode, with_mask=self.with_mask)
 
     def target_points(self, layout: CaseLayout, grid: tuple[int, int], *, region: np.ndarray | None = None,
-                      ratio: float = 0.5, block: tuple[int, int, int] = (1, 1, 1),
+                      ratio: float = 0.5, token_size: tuple[int, int, int] = (1, 1, 1),
                       generator: torch.Generator | None = None) -> Tensor:
         """The point mask ``[T, H, W]`` bool of one case on a domain of ``grid = (H, W)`` points; by
         default every point of the predicted steps.
@@ -166,7 +166,7 @@ class Task:
             grid: the domain's shape.
             region: ``[H, W]`` bool, a hidden region (infill).
             ratio: a hidden fraction of blocks (reconstruct).
-            block: ``(tt, th, tw)``, the block size of reconstruct (a token).
+            token_size: ``(tt, th, tw)``, the size of the blocks reconstruct hides (a token).
             generator: a random stream (reconstruct).
         """
         h, w = grid

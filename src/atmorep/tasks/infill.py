@@ -75,7 +75,7 @@ class InfillTask(Task):
                                f"does not broadcast to the token grid {shape}") from None
 
     def target_points(self, layout: CaseLayout, grid: tuple[int, int], *, region: np.ndarray | None = None,
-                      ratio: float = 0.5, block: tuple[int, int, int] = (1, 1, 1),
+                      ratio: float = 0.5, token_size: tuple[int, int, int] = (1, 1, 1),
                       generator: torch.Generator | None = None) -> Tensor:
         if region is None or not region.any():
             raise DataError("infill: the region to fill holds no grid point of the domain")

@@ -38,16 +38,16 @@ class ReconstructTask(Task):
         return draw_ratio(shape, ratios, generator).chosen
 
     def target_points(self, layout: CaseLayout, grid: tuple[int, int], *, region: np.ndarray | None = None,
-                      ratio: float = 0.5, block: tuple[int, int, int] = (1, 1, 1),
+                      ratio: float = 0.5, token_size: tuple[int, int, int] = (1, 1, 1),
                       generator: torch.Generator | None = None) -> Tensor:
         if not 0.0 < ratio <= 1.0:
             raise DataError(f"reconstruct: the hidden fraction must lie in (0, 1], got {ratio}")
         window = layout.window
-        counts = [-(-size // b) for size, b in zip((window, *grid), block)]  # blocks per axis, ceil
+        counts = [-(-size // b) for size, b in zip((window, *grid), token_size)]  # blocks per axis, ceil
         total = int(np.prod(counts))
         chosen = torch.zeros(total, dtype=torch.bool)
         chosen[torch.randperm(total, generator=generator)[:max(1, round(ratio * total))]] = True
         blocks = chosen.reshape(counts)  # [nT, nH, nW]
-        for axis, b in enumerate(block):
+        for axis, b in enumerate(token_size):
             blocks = blocks.repeat_interleave(b, dim=axis)
         return blocks[:window, :grid[0], :grid[1]].contiguous()  # [T, H, W]

@@ -39,7 +39,14 @@ from pathlib import Path
 
 import torch
 
-from atmorep.checkpoint import CHECKPOINT_DIR, CheckpointError, find_checkpoint
+from atmorep.checkpoint import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    find_checkpoint,
+    freeze_fields,
+    load_fields,
+    resolve_checkpoint,
+)
 from atmorep.config import RunConfig, save_config
 from atmorep.data.dataset import BoxDataset, SamplerState, make_loader
 from atmorep.data.statistics import Statistics
@@ -133,13 +140,17 @@ class Trainer:
     def __init__(self, config: RunConfig, runtime: Runtime, stop: dict[str, bool]):
         self.runtime, self.stop = runtime, stop
         self.run_dir = Path(config.train.run_dir)
-        self.dataset = BoxDataset(config.data.train, config.fields, config.data, seed=config.train.seed,
-                                  rank=runtime.env.rank)
+        paths, field_paths = config.data.stores("train")
+        self.dataset = BoxDataset(paths, config.fields, config.data, seed=config.train.seed,
+                                  rank=runtime.env.rank, field_paths=field_paths)
         self.config = with_levels(config, self.dataset.levels)
         self.data = _describe_data(self.dataset, config)
         seed_everything(config.train.seed)  # identical initial weights on every rank
         model = build_model(self.config, runtime.device)
         initialise_scales(model, self.config, self.data.statistics)  # a resumed run loads its own
+        if config.train.init is not None:  # a resumed run loads all its weights afterwards
+            load_fields(model, resolve_checkpoint(config.train.init), config.train.init_fields)
+        freeze_fields(model, config.train.freeze)
         wrapped = distributed.wrap_model(model, runtime, config.train.distributed, config.train.compile)
         optim = config.train.optim
         optimizer = build_optimizer(model, optim, runtime.device)  # after sharding: FSDP replaces parameters

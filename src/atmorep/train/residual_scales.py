@@ -10,9 +10,10 @@ starts, from ``SCALE_BATCHES`` batches of the training stores masked with every 
 * the difference scale of a field and level is the RMS of the differences between successive steps
   inside tokens.
 
-They live in the model's buffers (``fields.<field>.tail.scale``, ``fields.<field>.embedding.difference_scale``),
-so checkpoints carry them and a resumed run keeps them. The batches come from one fixed stream of the
-training stores (the same on every rank), so every rank estimates the same scales.
+They live in the model's buffers (``fields.<field>.tail.scale``,
+``fields.<field>.embedding.difference_scale``), so checkpoints carry them and a resumed run keeps them.
+The batches come from one fixed stream of the training stores (the same on every rank), so every rank
+estimates the same scales.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ def _rms(sums: torch.Tensor) -> torch.Tensor:
 
 def estimate_scales(config: RunConfig, statistics: Statistics, batches: int = SCALE_BATCHES) -> ScaleSums:
     """Accumulate the scales' sums over ``batches`` training batches, each masked with every task."""
-    dataset = BoxDataset(config.data.train, config.fields, config.data,
-                         seed=derive_seed(config.train.seed, SCALE_STREAM), rank=0, statistics=statistics)
+    paths, field_paths = config.data.stores("train")
+    dataset = BoxDataset(paths, config.fields, config.data, seed=derive_seed(config.train.seed, SCALE_STREAM),
+                         rank=0, statistics=statistics, field_paths=field_paths)
     levels = {f.name: len(dataset.levels[f.name]) for f in config.fields}
     sums = ScaleSums(levels, [f.name for f in config.fields if f.predicted])
     tasks = [task for task, weight in config.train.tasks.items() if weight > 0]

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from atmorep.config import RunConfig
 from atmorep.io import atomic_write_text
 from atmorep.model.multiformer import MultiFormer
 from atmorep.numerics.tokens import tokens_per_field
+from atmorep.progress import ProgressBar as Bar
 
 logger = logging.getLogger(__name__)
 
@@ -159,19 +159,16 @@ class ProgressBar:
     """
 
     def __init__(self, total: int, start: int, enabled: bool):
-        columns = (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("loss {task.fields[loss]:.4f}  {task.fields[samples]:.1f} samples/s  "
-                              "{task.fields[tokens]:.3g} tokens/s"))
         console = Console(stderr=True)
         self.live = enabled and console.is_terminal  # else the caller logs progress as text lines
-        self._progress = Progress(*columns, console=console, disable=not enabled)
-        self._task = self._progress.add_task("train", total=total, completed=start, loss=math.nan,
-                                             samples=0.0, tokens=0.0)
-        self._progress.start()
+        self._bar = Bar("train", total, start, console=console, show=enabled,
+                        numbers="loss {task.fields[loss]:.4f}  {task.fields[samples]:.1f} samples/s  "
+                                "{task.fields[tokens]:.3g} tokens/s", loss=math.nan, samples=0.0, tokens=0.0)
+        self._bar.update(start)
 
     def update(self, step: int, **fields: float) -> None:
         """Move to ``step``; keyword ``loss``, ``samples`` and ``tokens`` (per second) update the numbers."""
-        self._progress.update(self._task, completed=step, **fields)
+        self._bar.update(step, **fields)
 
     def close(self) -> None:
-        self._progress.stop()
+        self._bar.close()

@@ -53,8 +53,9 @@ class Validator:
         self.dataset = None
         self._batches: list[Batch] | None = None
         if config.data.validation:
-            self.dataset = BoxDataset(config.data.validation, config.fields, config.data,
-                                      seed=config.train.seed, rank=runtime.env.rank, statistics=statistics)
+            paths, field_paths = config.data.stores("validation")
+            self.dataset = BoxDataset(paths, config.fields, config.data, seed=config.train.seed,
+                                      rank=runtime.env.rank, statistics=statistics, field_paths=field_paths)
         else:
             logger.info("no validation stores (data.validation): training without validation")
 
