@@ -278,8 +278,15 @@ def test_aligned_plans_put_origins_on_the_coarse_blocks_and_cover_the_domain(gri
         flush = () if wraps else (size - box,)
         assert all(o % align == 0 or o in flush for o in origins)
         assert len(set(origins)) == len(origins)
+        following = list(origins[1:]) + ([origins[0] + size] if wraps else [])
+        assert all(box - (b - a) >= box // 2 for a, b in zip(origins, following))  # the overlap asked for
     total = torch.zeros(grid, dtype=torch.float64)  # the blending weights sum to one at every point
     rows, cols = plan.tile_index()
     for k in range(plan.count):
         total[rows[k][:, None], cols[k][None, :]] += plan.weights()[k]
     torch.testing.assert_close(total, torch.ones(grid, dtype=torch.float64))
+
+
+def test_an_aligned_plan_equals_the_plain_one_when_its_origins_already_fall_on_the_blocks():
+    plain = TilePlan.for_shape((48, 96), (16, 32), 0.5, periodic=True)
+    assert TilePlan.for_shape((48, 96), (16, 32), 0.5, periodic=True, align=2) == plain

@@ -111,11 +111,8 @@ class TilePlan:
         """
         (nlat, nlon), (h, w) = _positive_pair(grid_shape, "grid shape"), _positive_pair(box, "box")
         oh, ow = _overlap_points(overlap, (h, w))
-        lat_origins = _open_origins(nlat, h, _widened(oh, h, align), "latitude")
-        lon_origins = (_periodic_origins if periodic else _open_origins)(nlon, w, _widened(ow, w, align),
-                                                                         "longitude")
-        lat_origins = _aligned(lat_origins, nlat, h, align, False)
-        lon_origins = _aligned(lon_origins, nlon, w, align, periodic)
+        lat_origins = _axis_origins(nlat, h, oh, align, False, "latitude")
+        lon_origins = _axis_origins(nlon, w, ow, align, periodic, "longitude")
         plan = cls((nlat, nlon), (h, w), (oh, ow), bool(periodic), lat_origins, lon_origins)
         logger.debug("tile plan: %d x %d tiles of %s on a %s grid", len(lat_origins), len(lon_origins),
                      plan.box, plan.grid_shape)
@@ -349,9 +346,22 @@ def _periodic_origins(size: int, length: int, overlap: int, axis: str) -> tuple[
     return tuple((i * size + count // 2) // count for i in range(count))
 
 
-def _widened(overlap: int, length: int, align: int) -> int:
-    """The overlap to space tiles by, so that moving origins to multiples of ``align`` keeps ``overlap``."""
-    return overlap if align <= 1 else min(overlap + align, length - 1)
+def _axis_origins(size: int, length: int, overlap: int, align: int, periodic: bool,
+                  axis: str) -> tuple[int, ...]:
+    """The origins along one axis: evenly spaced with at least ``overlap`` shared points, moved to
+    multiples of ``align``; the spacing narrows only where moving them would share fewer points."""
+    place = _periodic_origins if periodic else _open_origins
+    for spacing in range(overlap, length):
+        origins = _aligned(place(size, length, spacing, axis), size, length, align, periodic)
+        if align <= 1 or _overlaps(origins, size, length, periodic) >= overlap:
+            return origins
+    return origins
+
+
+def _overlaps(origins: tuple[int, ...], size: int, length: int, periodic: bool) -> int:
+    """The fewest points neighbouring tiles share (``length`` for a single tile)."""
+    following = list(origins[1:]) + ([origins[0] + size] if periodic else [])
+    return min((length - (b - a) for a, b in zip(origins, following)), default=length)
 
 
 def _aligned(origins: tuple[int, ...], size: int, length: int, align: int, periodic: bool) -> tuple[int, ...]:
