@@ -428,6 +428,45 @@ def calibrate(
     console.print(f"wrote the spread factors that make it one on '{data}' to {result.checkpoint}")
 
 
+@app.command("attention")
+@friendly_errors
+def attention(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint directory, or a run directory holding one.")],
+    data: Annotated[Path, typer.Option(help="Prepared store of the box's inputs.")],
+    time: Annotated[str, typer.Option(help="Reference time of the box, e.g. 2002-01-05T00.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write (zarr and figures).")],
+    region: Annotated[
+        Region4 | None, typer.Option(help="lat_min lat_max lon_min lon_max: the box is centred on it.")
+    ] = None,
+    task: Annotated[str, typer.Option(help="The task whose inputs the box gets.")] = "forecast",
+    infill_region: Annotated[
+        Region4 | None, typer.Option(help="Infill: lat_min lat_max lon_min lon_max to hide.")
+    ] = None,
+    field: Annotated[
+        str | None, typer.Option(help="The field whose heads are drawn (default: the first).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Attention maps of one box: every layer's self- and cross-attention, and how fields couple."""
+    from atmorep.attention_maps import AttentionRequest, attention_maps
+    from atmorep.infer.request import reference_times
+
+    times = reference_times([time])
+    result = attention_maps(AttentionRequest(checkpoint, data, output, times[0], region=region, task=task,
+                                             infill_region=infill_region, query_field=field,
+                                             overwrite=overwrite))
+    coupling = result.coupling
+    sources = [str(source) for source in coupling["source"].values]
+    for layer in coupling["layer"].values:
+        rows = []
+        for name in coupling["field"].values:
+            shares = coupling.sel(layer=layer, field=name).values
+            described = ", ".join(f"{s} {v:.2f}" for s, v in zip(sources, shares) if v == v)  # NaN: uncoupled
+            rows.append(f"{name}: {described}")
+        console.print(f"encoder layer {layer}: " + "; ".join(rows))
+    console.print(f"wrote {result.output} (attention.zarr, {len(result.figures)} figures)")
+
+
 # --------------------------------------------------------------------------------------- evaluate
 
 

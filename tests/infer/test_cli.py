@@ -84,3 +84,15 @@ def test_infer_names_a_missing_checkpoint(truth_store, tmp_path):
 def test_evaluate_names_a_missing_prediction(truth_store, tmp_path):
     result = _invoke("evaluate", tmp_path / "missing.zarr", "--truth", truth_store, "-o", tmp_path / "e")
     _one_line_error(result, "missing.zarr")
+
+
+def test_attention_writes_maps_and_prints_the_coupling(checkpoint, truth_store, tmp_path):
+    result = _invoke("attention", "--checkpoint", checkpoint.parent, "--data", truth_store, "--time",
+                     "2001-03-01T10", "--region", -20, 20, 350, 40, "-o", tmp_path / "maps")
+    assert result.exit_code == 0, result.output
+    assert "encoder layer 0: t: t " in " ".join(result.output.split())
+    assert (tmp_path / "maps" / "figures" / "coupling.png").is_file()
+    again = _invoke("attention", "--checkpoint", checkpoint, "--data", truth_store, "--time", "2001-03-01T10",
+                    "--field", "q", "-o", tmp_path / "other")
+    _one_line_error(again, "--field q")
+    assert not (tmp_path / "other").exists()

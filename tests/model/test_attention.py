@@ -65,3 +65,17 @@ def test_group_reads_only_its_source() -> None:
     base = layer(x, {"u": u})
     moved = layer(x, {"u": u + 1.0})
     torch.testing.assert_close(base, moved, rtol=0, atol=0)
+
+
+def test_a_groups_contribution_is_the_size_of_its_share_of_the_output() -> None:
+    torch.manual_seed(0)
+    x, u = torch.randn(2, 5, 16, dtype=torch.float64), torch.randn(2, 3, 16, dtype=torch.float64)
+    alone = GroupedAttention(dim=16, head_dim=4, groups={SELF: 2}).double()
+    _, contribution = alone.inspect(x)
+    torch.testing.assert_close(contribution[SELF], (alone(x) - alone.out.bias).norm(dim=-1))
+    layer = GroupedAttention(dim=16, head_dim=4, groups={SELF: 2, "u": 1}).double()
+    weights, contribution = layer.inspect(x, {"u": u})
+    assert (contribution["u"] > 0).all() and weights["u"].shape == (2, 1, 5, 3)
+    with torch.no_grad():
+        layer.out.weight[:, 8:] = 0  # silence the "u" head
+    assert torch.equal(layer.inspect(x, {"u": u})[1]["u"], torch.zeros(2, 5, dtype=torch.float64))

@@ -68,15 +68,16 @@ def test_recording_attention_leaves_the_prediction_unchanged_and_gives_every_map
     assert len(again.fields) == len(plain.fields)
     assert {name.split(".")[1] for name in maps} == {"t", "u"}  # every attention module is a field's
     shapes = {f"{name}/{group}": tuple(value.shape) for name, calls in maps.items()
-              for group, value in calls[0].items()}
+              for group, value in calls[0].weights.items()}
     assert shapes["fields.t.encoder.1.attention/self"] == (2, 4, 64, 64)
     assert shapes["fields.t.encoder.0.attention/u"] == (2, 1, 64, 8)
     assert shapes["fields.u.encoder.0.attention/t"] == (2, 1, 8, 64)
     assert shapes["fields.u.decoder.blocks.1.attention/self"] == (2, 2, 8, 8)
     assert shapes["fields.u.decoder.blocks.0.attention/encoder"] == (2, 2, 8, 8)
     for calls in maps.values():
-        for value in calls[0].values():
+        for group, value in calls[0].weights.items():
             torch.testing.assert_close(value.sum(-1), torch.ones(value.shape[:-1], dtype=value.dtype))
+            assert calls[0].contribution[group].shape == value.shape[::2][:1] + value.shape[2:3]  # [B, Nq]
 
 
 def _permuted_config(config):

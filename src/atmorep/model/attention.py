@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -109,8 +110,22 @@ class GroupedAttention(nn.Module):
 
     def weights(self, x: Tensor, sources: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Per group name the attention weights ``[B, h_g, Nq, Nk_g]`` (rows sum to one) of a call."""
-        groups = self._per_group(x, sources or {})
-        return {name: explicit_attention(q, k, v)[1] for name, (q, k, v) in groups.items()}
+        return self.inspect(x, sources)[0]
+
+    def inspect(self, x: Tensor, sources: Mapping[str, Tensor] | None = None
+                ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """What each head group does in a call: its weights ``[B, h_g, Nq, Nk_g]`` and the size of its
+        share of the output, ``|W_out[:, g] o_g|`` per query ``[B, Nq]`` (the output is the sum of the
+        groups' shares and the bias), so a group whose heads are silenced contributes zero."""
+        b, n, _ = x.shape
+        weights, contribution, start = {}, {}, 0
+        for name, (q, k, v) in self._per_group(x, sources or {}).items():
+            out, weights[name] = explicit_attention(q, k, v)  # [B, h, Nq, d], [B, h, Nq, Nk]
+            width = out.shape[1] * self.head_dim
+            share = out.transpose(1, 2).reshape(b, n, width) @ self.out.weight[:, start:start + width].T
+            contribution[name] = share.norm(dim=-1)  # [B, Nq]
+            start += width
+        return weights, contribution
 
     def _per_group(self, x: Tensor,
                    sources: Mapping[str, Tensor]) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
@@ -203,22 +218,33 @@ class Block(nn.Module):
         return x + self.mlp(self.norm_mlp(x))
 
 
+@dataclass(frozen=True)
+class AttentionRecord:
+    """One call of an attention module: per head group its weights ``[B, h_g, Nq, Nk_g]`` and the size
+    of its share of the output ``[B, Nq]`` (:meth:`GroupedAttention.inspect`), detached."""
+
+    weights: dict[str, Tensor]
+    contribution: dict[str, Tensor]
+
+
 @contextmanager
-def record_attention(model: nn.Module) -> Iterator[dict[str, list[dict[str, Tensor]]]]:
-    """Record the attention weights of every :class:`GroupedAttention` of ``model`` while in the block.
+def record_attention(model: nn.Module) -> Iterator[dict[str, list[AttentionRecord]]]:
+    """Record every call of every :class:`GroupedAttention` of ``model`` while in the block.
 
     Yields:
-        Module name (e.g. ``"fields.t.encoder.0.attention"``) -> one entry per call, group name
-        -> weights ``[B, h_g, Nq, Nk_g]``, detached. A recomputation of checkpointed blocks in a backward
-        pass records again: record under ``torch.no_grad()``.
+        Module name (e.g. ``"fields.t.encoder.0.attention"``) -> one :class:`AttentionRecord` per call.
+        A recomputation of checkpointed blocks in a backward pass records again: record under
+        ``torch.no_grad()``.
     """
-    maps: dict[str, list[dict[str, Tensor]]] = {}
+    maps: dict[str, list[AttentionRecord]] = {}
 
     def hook(name: str, module: GroupedAttention, args: tuple, kwargs: dict, output: Tensor) -> None:
         x, sources = args[0], args[1] if len(args) > 1 else kwargs.get("sources")
         with torch.no_grad():
-            weights = module.weights(x, sources)
-        maps.setdefault(name, []).append({group: value.detach() for group, value in weights.items()})
+            weights, contribution = module.inspect(x, sources)
+        maps.setdefault(name, []).append(AttentionRecord(
+            {group: value.detach() for group, value in weights.items()},
+            {group: value.detach() for group, value in contribution.items()}))
 
     handles = [module.register_forward_hook(lambda m, a, k, o, name=name: hook(name, m, a, k, o),
                                             with_kwargs=True)
