@@ -14,7 +14,8 @@ Conventions (the same as the prepared store, see ``atmorep.data.conventions``):
 Every token also gets the auxiliary values alpha (:data:`ALPHA_NAMES`), computed from the metadata
 where the batch is tokenised (:func:`atmorep.numerics.tokens.token_alpha`). A batch may override
 any of them by name (:class:`AlphaOverride`, ``BatchMetadata.alpha``): ``year=1950`` sets a value,
-``day_of_year=+182`` shifts one, so that the same state can be asked about under other conditions.
+``day_of_year+=182`` (or ``day_of_year=+182``) and ``hour-=6`` shift one, so that the same state can be
+asked about under other conditions.
 """
 
 from __future__ import annotations
@@ -58,16 +59,21 @@ class AlphaOverride:
 
     @classmethod
     def parse(cls, text: str) -> AlphaOverride:
-        """``"NAME=VALUE"`` (set) or ``"NAME=+VALUE"`` / ``"NAME=-VALUE"`` (shift)."""
+        """``"NAME=VALUE"`` sets (any sign); ``"NAME+=SHIFT"``, ``"NAME=+SHIFT"``, ``"NAME-=SHIFT"`` shift."""
         name, sep, raw = (part.strip() for part in text.partition("="))
+        sign = 1.0
+        if name[-1:] in ("+", "-"):
+            sign, name, shift = (-1.0 if name[-1] == "-" else 1.0), name[:-1].strip(), True
+        else:
+            shift = raw[:1] == "+"
         try:
-            value = float(raw)
+            value = sign * float(raw)
         except ValueError:
             value = None
         if not sep or value is None:
-            raise BatchError(f"alpha override '{text}': expected NAME=VALUE or NAME=+SHIFT, e.g. year=1950 "
-                             f"or day_of_year=+182, with NAME one of {list(ALPHA_NAMES)}")
-        return cls(name, value, shift=raw[:1] in "+-")
+            raise BatchError(f"alpha override '{text}': expected NAME=VALUE or NAME+=SHIFT / NAME-=SHIFT, "
+                             f"e.g. year=1950 or day_of_year+=182, with NAME one of {list(ALPHA_NAMES)}")
+        return cls(name, value, shift=shift)
 
     def apply(self, values: torch.Tensor) -> torch.Tensor:
         """The column of this value (any shape) with the override applied."""
@@ -78,7 +84,9 @@ class AlphaOverride:
         return torch.remainder(shifted, period) if period else shifted
 
     def __str__(self) -> str:
-        return f"{self.name}={'+' if self.shift and self.value >= 0 else ''}{self.value:g}"
+        if self.shift:
+            return f"{self.name}{'-' if self.value < 0 else '+'}={abs(self.value):g}"
+        return f"{self.name}={self.value:g}"
 
 
 @dataclass(frozen=True)

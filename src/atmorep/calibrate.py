@@ -10,11 +10,11 @@ u and v under-dispersed (0.69, 0.80).
 :func:`calibrate` therefore runs each zero-shot task on a held-out store (the validation period,
 never the test period) with the model's current factors, scores the predictions' spread/skill ratio
 per field exactly as ``atmorep evaluate`` does, and divides the factors of that task's kind of first
-guess (:data:`TASK_KINDS`) by it. Blending is linear in the members, so a factor ``c`` multiplies the
-blended ensemble's deviations from its mean by ``c`` and leaves the ensemble mean alone: after the
-update the ratio on that store is one (up to the factor limits). The checkpoint is rewritten
-atomically, its training state kept, and ``meta.json`` records the request and the ratios before
-calibration.
+guess (:func:`~atmorep.train.calibration.task_kinds`) by it. Blending is linear in the members, so a
+factor ``c`` multiplies the blended ensemble's deviations from its mean by ``c`` and leaves the
+ensemble mean alone: after the update the ratio on that store is one (up to the factor limits). The
+checkpoint is rewritten atomically, its training state kept, and ``meta.json`` records the request and
+the ratios before calibration.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from atmorep.infer.engine import infer
 from atmorep.infer.predictor import BoxPredictor
 from atmorep.infer.request import InferenceRequest, Region, case_times
 from atmorep.tasks import get_task
-from atmorep.train.calibration import FACTOR_RANGE, TASK_KINDS, set_spread
+from atmorep.train.calibration import FACTOR_RANGE, set_spread, task_kinds
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class CalibrationRequest:
 
     checkpoint: Path
     data: Path
-    tasks: tuple[str, ...] = tuple(TASK_KINDS)
+    tasks: tuple[str, ...] = field(default_factory=lambda: tuple(task_kinds()))
     every_hours: float = 24.0
     lead_hours: float | None = None
     infill_region: Region | None = None
@@ -99,9 +99,9 @@ def _spread_skill(prediction: Path, truth: Path) -> dict[str, float]:
 
 def calibrate(request: CalibrationRequest) -> CalibrationResult:
     """Fit the spread factors of a checkpoint on tiled predictions of a held-out store (module doc)."""
-    unknown = [task for task in request.tasks if task not in TASK_KINDS]
+    unknown = [task for task in request.tasks if task not in task_kinds()]
     if unknown or not request.tasks:
-        raise DataError(f"calibrate: tasks must be among {list(TASK_KINDS)}, got {list(request.tasks)}")
+        raise DataError(f"calibrate: tasks must be among {list(task_kinds())}, got {list(request.tasks)}")
     if not request.every_hours > 0:
         raise DataError(f"calibrate: the spacing of the cases must be positive, got {request.every_hours} h")
     checkpoint = resolve_checkpoint(request.checkpoint)
@@ -131,7 +131,7 @@ def calibrate(request: CalibrationRequest) -> CalibrationResult:
             factors = {name: tail.spread.clone() for name, tail in model.tails.items()}
             for name, ratio in ratios.items():
                 if math.isfinite(ratio) and ratio > 0:
-                    kind = TASK_KINDS[task]
+                    kind = task_kinds()[task]
                     factors[name][:, kind] = (factors[name][:, kind] / ratio).clamp(*FACTOR_RANGE)
             set_spread(model, factors)
             logger.info("%s: spread/skill %s before calibration", task,

@@ -316,6 +316,13 @@ def load_fields(model: MultiFormer, directory: str | Path,
     if not names:
         raise CheckpointError(f"checkpoint '{directory}' shares no field with the model ({held} and "
                               f"{list(model.fields)})")
+    levels = checkpoint.meta.get("levels", {})
+    for name in names:
+        wanted = model.config.field(name).levels
+        held_levels = [float(v) for v in levels.get(name, [])]
+        if wanted is not None and held_levels and held_levels != [float(v) for v in wanted]:
+            raise CheckpointError(f"checkpoint '{directory}': field '{name}' was trained on levels "
+                                  f"{held_levels}, the model's are {list(wanted)}")
     state = model.state_dict()
     chosen, fresh = {}, {}
     for name in names:

@@ -370,8 +370,8 @@ def infer(
     precision: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the reconstruct masks.")] = 0,
     alpha: Annotated[
-        list[str] | None, typer.Option(help="Override an auxiliary value (repeatable): year=1950, "
-                                            "day_of_year=+182 (a shift), hour, level, latitude, ...")
+        list[str] | None, typer.Option(help="Override an auxiliary value (repeatable): year=1950 sets, "
+                                            "day_of_year+=182 shifts; hour, level, latitude, ...")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
@@ -416,9 +416,9 @@ def calibrate(
     """Calibrate the ensemble's spread on tiled predictions of held-out data (rewrites the checkpoint)."""
     from atmorep.calibrate import CalibrationRequest
     from atmorep.calibrate import calibrate as run_calibration
-    from atmorep.train.calibration import TASK_KINDS
+    from atmorep.train.calibration import task_kinds
 
-    request = CalibrationRequest(checkpoint, data, tuple(task or TASK_KINDS), every_hours=every_hours,
+    request = CalibrationRequest(checkpoint, data, tuple(task or task_kinds()), every_hours=every_hours,
                                  lead_hours=lead_hours, infill_region=infill_region, batch_size=batch_size,
                                  device=device, precision=precision)
     result = run_calibration(request)

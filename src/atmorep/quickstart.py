@@ -187,9 +187,9 @@ def run(plan: QuickstartPlan, console: Console | None = None) -> None:
 def calibrate_once(plan: QuickstartPlan, console: Console) -> None:
     """Calibrate the run's checkpoint on the validation period with the plan's tasks, unless it is."""
     from atmorep.calibrate import CalibrationRequest, calibrate, is_calibrated
-    from atmorep.train.calibration import TASK_KINDS
+    from atmorep.train.calibration import task_kinds
 
-    tasks = tuple(task for task in plan.tasks if task in TASK_KINDS)
+    tasks = tuple(task for task in plan.tasks if task in task_kinds())
     if not tasks:
         console.print("no zero-shot task to calibrate the spread for")
         return

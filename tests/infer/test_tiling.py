@@ -290,3 +290,8 @@ def test_aligned_plans_put_origins_on_the_coarse_blocks_and_cover_the_domain(gri
 def test_an_aligned_plan_equals_the_plain_one_when_its_origins_already_fall_on_the_blocks():
     plain = TilePlan.for_shape((48, 96), (16, 32), 0.5, periodic=True)
     assert TilePlan.for_shape((48, 96), (16, 32), 0.5, periodic=True, align=2) == plain
+
+
+def test_blocks_larger_than_the_box_are_refused():
+    with pytest.raises(DataError, match="blocks of 12 points do not fit a box of 8 x 12"):
+        TilePlan.for_shape((32, 64), (8, 12), 0.5, periodic=True, align=12)

@@ -46,3 +46,12 @@ def test_the_baselines_coarsen_as_the_model_is_given_its_input():
         np.testing.assert_allclose(coarse.values, block_means(torch.from_numpy(values), 4).numpy())
         np.testing.assert_allclose(coarse["latitude"].values, [1.5, 5.5])
         np.testing.assert_allclose(coarse["longitude"].values, [45.0, 165.0, 285.0])
+
+
+def test_nan_points_are_left_out_of_their_blocks_mean():
+    values = torch.arange(16, dtype=torch.float64).reshape(4, 4)
+    values[0, 0] = float("nan")
+    values[2:, 2:] = float("nan")
+    means = block_means(values, 2)
+    assert means[0, 0].item() == pytest.approx((1 + 4 + 5) / 3)
+    assert torch.isnan(means[1, 1]) and means[0, 1].item() == pytest.approx((2 + 3 + 6 + 7) / 4)

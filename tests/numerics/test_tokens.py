@@ -146,16 +146,19 @@ def test_alpha_overrides_set_or_shift_named_values_and_leave_the_others():
     times = [dt.datetime(2003, 12, 20, 18), dt.datetime(2003, 12, 20, 19)]
     meta = _metadata(times, [10.0], [350.0])
     plain = token_alpha(meta, "t", (1, 1, 1))
-    overrides = tuple(AlphaOverride.parse(text) for text in ("year=1950", "day_of_year=+182", "hour=-20",
-                                                             "longitude=+20"))
+    overrides = tuple(AlphaOverride.parse(text) for text in ("year=1950", "day_of_year=+182", "hour-=20",
+                                                             "longitude+=20", "latitude=-30"))
     moved = token_alpha(replace(meta, alpha=overrides), "t", (1, 1, 1))
     assert moved[..., COLUMN["year"]].unique().tolist() == [1950.0]
     assert moved[0, 0, :, 0, 0, COLUMN["day_of_year"]].tolist() == [(353 + 182) % 365] * 2  # wraps
     assert moved[0, 0, :, 0, 0, COLUMN["hour"]].tolist() == [22.0, 23.0]  # 18 - 20 wraps to 22
     assert moved[0, 0, 0, 0, 0, COLUMN["longitude"]].item() == pytest.approx(10.0)
-    for name in ("level", "latitude", "resolution"):
+    assert moved[..., COLUMN["latitude"]].unique().tolist() == [-30.0]  # a negative value is set
+    for name in ("level", "resolution"):
         assert torch.equal(moved[..., COLUMN[name]], plain[..., COLUMN[name]])
-    assert [str(o) for o in overrides] == ["year=1950", "day_of_year=+182", "hour=-20", "longitude=+20"]
+    assert [str(o) for o in overrides] == ["year=1950", "day_of_year+=182", "hour-=20", "longitude+=20",
+                                           "latitude=-30"]
+    assert [AlphaOverride.parse(str(o)) for o in overrides] == list(overrides)  # the attribute round trips
 
 
 @pytest.mark.parametrize(("text", "message"), [

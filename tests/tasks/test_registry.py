@@ -18,7 +18,7 @@ from atmorep.numerics.temporal_fit import TREND
 from atmorep.tasks import TASKS, MaskingError, Task, get_task, inference_tasks, make_task, register_task
 from atmorep.tasks.base import time_selection
 from atmorep.tasks.masking import mask_fields
-from atmorep.train.calibration import TASK_KINDS
+from atmorep.train.calibration import task_kinds
 from tests.train.conftest import config_dict
 
 SOURCE = Path(atmorep.__file__).parent
@@ -57,9 +57,9 @@ def test_every_task_is_complete(name, config):
 
 
 def test_the_calibrated_kinds_come_from_the_tasks():
-    assert TASK_KINDS == {"forecast": TREND, **{n: TASKS[n].guess_kind for n in ("interpolate", "infill",
+    assert task_kinds() == {"forecast": TREND, **{n: TASKS[n].guess_kind for n in ("interpolate", "infill",
                                                                                 "downscale")}}
-    assert all(get_task(name).guess_kind is not None for name in TASK_KINDS)
+    assert all(get_task(name).guess_kind is not None for name in task_kinds())
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,8 @@ def test_resume_refuses_a_different_model_but_accepts_new_training_options(store
     ("train.tasks={bert: 1, nowcast: 1}", "train.tasks.nowcast"),
     ("train.forecast_tokens=3", "train.forecast_tokens"),
     ("data.train=[]", "data.train"),
+    ("train.init_fields=[t]", "train.init_fields"),
+    ("train.freeze=[q]", "train.freeze"),
 ])
 def test_bad_configs_raise_config_error_naming_the_key(stores, tmp_path, override, key):
     path = write_config(tmp_path / "run.yaml", stores, tmp_path / "run")

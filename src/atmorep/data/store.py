@@ -11,6 +11,7 @@ the chunks it overlaps; a box that crosses the 0/360 meridian is read as two sli
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -234,10 +235,16 @@ def _decode_time(values: np.ndarray, attrs: dict, path: str) -> np.ndarray:
     calendar = attrs.get("calendar", "standard")
     encoded = xr.Dataset({"time": ("time", values, {"units": units, "calendar": calendar})})
     try:
-        decoded = xr.decode_cf(encoded)["time"].values
+        with warnings.catch_warnings():  # a calendar numpy cannot hold is refused below, by name
+            warnings.simplefilter("ignore", xr.SerializationWarning)
+            coder = xr.coders.CFDatetimeCoder(time_unit="s")
+            decoded = xr.decode_cf(encoded, decode_times=coder)["time"].values
     except (ValueError, TypeError, OverflowError):
         raise DataError(f"store '{path}': cannot decode the time coordinate with units {units!r}; expected "
                         "'<seconds|minutes|hours|days> since <date>'") from None
     if not np.issubdtype(decoded.dtype, np.datetime64):
-        raise DataError(f"store '{path}': time calendar {calendar!r} is not the standard calendar")
+        raise DataError(f"store '{path}': the times ({units!r}, calendar {calendar!r}) are not dates of the "
+                        "proleptic Gregorian calendar (a calendar such as noleap or 360_day, or dates before "
+                        "1582-10-15); convert the source's time axis to the Gregorian calendar first "
+                        "(e.g. xarray's convert_calendar)")
     return decoded.astype("datetime64[s]")

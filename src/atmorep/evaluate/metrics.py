@@ -208,7 +208,10 @@ def _members(ensemble: Data, member_dim: str, minimum: int, metric: str) -> int:
 def _crps(ensemble: Data, truth: Data, dims: Dims, member_dim: str, fair: bool) -> Data:
     _members(ensemble, member_dim, 1, "crps")
     _aligned(ensemble.isel({member_dim: 0}, drop=True), truth)
-    score = xr.apply_ufunc(crps, ensemble, truth, input_core_dims=[[member_dim], []], kwargs={"fair": fair},
+    def score_of(members: np.ndarray, observed: np.ndarray) -> np.ndarray:
+        return np.asarray(crps(members, observed, fair=fair), dtype=np.float64)
+
+    score = xr.apply_ufunc(score_of, ensemble, truth, input_core_dims=[[member_dim], []],
                            dask="parallelized", output_dtypes=[np.float64],
                            dask_gufunc_kwargs={"allow_rechunk": True})
     return weighted_mean(score, reduce_dims(truth, dims))

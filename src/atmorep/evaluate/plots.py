@@ -7,7 +7,7 @@ Each ``plot_*`` function draws one PNG and returns False when there is nothing t
 - :func:`plot_rank_histograms`: rank histograms of the truth among the members;
 - :func:`plot_spectra`: zonal power spectra of the model and the truth;
 - :func:`plot_map`: truth, prediction (ensemble mean), error and spread of one
-  :class:`atmorep.evaluate.report.MapCase`.
+  :class:`atmorep.evaluate.maps.MapCase`.
 
 Scores are averaged over the levels of a field first (:func:`level_mean`, shared with the report's
 tables). Figures are :class:`matplotlib.figure.Figure` objects with an Agg canvas: no display, no

@@ -58,7 +58,7 @@ class InferenceRequest:
             E times the compute of later steps); ``"mean"`` continues the ensemble mean.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``. precision: ``auto``, ``float32``, ``bfloat16``.
         seed: seed of the reconstruct masks.
-        alpha: overrides of the tokens' auxiliary values, ``"year=1950"`` (set) or ``"day_of_year=+182"``
+        alpha: overrides of the tokens' auxiliary values, ``"year=1950"`` (set) or ``"day_of_year+=182"``
             (shift); see :class:`atmorep.batch.AlphaOverride`. Recorded in the output's attributes.
         overwrite: replace an existing output.
     """

@@ -111,6 +111,9 @@ class TilePlan:
         """
         (nlat, nlon), (h, w) = _positive_pair(grid_shape, "grid shape"), _positive_pair(box, "box")
         oh, ow = _overlap_points(overlap, (h, w))
+        if align > min(h, w):
+            raise DataError(f"tile plan: blocks of {align} points do not fit a box of {h} x {w} points; "
+                            "choose a coarsening factor no larger than the box")
         lat_origins = _axis_origins(nlat, h, oh, align, False, "latitude")
         lon_origins = _axis_origins(nlon, w, ow, align, periodic, "longitude")
         plan = cls((nlat, nlon), (h, w), (oh, ow), bool(periodic), lat_origins, lon_origins)
@@ -355,6 +358,8 @@ def _axis_origins(size: int, length: int, overlap: int, align: int, periodic: bo
         origins = _aligned(place(size, length, spacing, axis), size, length, align, periodic)
         if align <= 1 or _overlaps(origins, size, length, periodic) >= overlap:
             return origins
+    logger.warning("tile plan: tiles on multiples of %d along %s share %d points, fewer than the %d asked "
+                   "for", align, axis, _overlaps(origins, size, length, periodic), overlap)
     return origins
 
 

@@ -28,7 +28,8 @@ def block_means(values: Tensor, factor: Factor) -> Tensor:
     """Means of blocks of ``factor`` points along latitude and longitude (the last two dims).
 
     Blocks start at index 0; where a size is not a multiple of the factor the last block along that
-    axis is shorter (the mean of the points it holds).
+    axis is shorter (the mean of the points it holds). NaN points are left out of their block's mean;
+    a block of NaN only is NaN.
 
     Args:
         values: ``[..., H, W]`` floating.
@@ -40,7 +41,15 @@ def block_means(values: Tensor, factor: Factor) -> Tensor:
     fh, fw = _pair(factor)
     *lead, h, w = values.shape
     flat = values.reshape(-1, 1, h, w)  # [N, 1, H, W]
-    means = torch.nn.functional.avg_pool2d(flat, (fh, fw), ceil_mode=True, count_include_pad=False)
+
+    def pool(x: Tensor) -> Tensor:
+        return torch.nn.functional.avg_pool2d(x, (fh, fw), ceil_mode=True, count_include_pad=False)
+
+    known = ~torch.isnan(flat)
+    if bool(known.all()):
+        means = pool(flat)
+    else:  # the mean of the known points: pooled sums over pooled counts
+        means = pool(torch.where(known, flat, 0.0)) / pool(known.to(flat.dtype))
     return means.reshape(*lead, *means.shape[-2:])
 
 

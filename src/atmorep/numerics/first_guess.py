@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from scipy.interpolate import make_interp_spline
 from torch import Tensor
 
+from atmorep.numerics.coarsening import block_means
 from atmorep.numerics.modes import COARSENED, MASKED, NOISED, VISIBLE
 from atmorep.numerics.temporal_fit import TREND_DAMPING, temporal_weights
 from atmorep.numerics.tokens import tokenise, untokenise
@@ -148,7 +149,7 @@ def spline_matrix(coarse: int, factor: int) -> np.ndarray:
 def coarse_guess(values: Tensor, factor: int) -> Tensor:
     """The ``factor x factor`` block means of ``values [N, H, W]`` (H, W multiples of ``factor``)
     interpolated back to every point by cubic splines along latitude and longitude."""
-    means = F.avg_pool2d(values[:, None], factor)[:, 0]  # [N, H / f, W / f]
+    means = block_means(values, factor)  # [N, H / f, W / f]
     rows, cols = (torch.as_tensor(spline_matrix(n, factor), dtype=values.dtype, device=values.device)
                   for n in means.shape[-2:])  # [H, H / f], [W, W / f]
     return rows @ means @ cols.T  # [N, H, W]

@@ -56,7 +56,7 @@ def make_task(name: str, **options: object) -> Task:
 
 
 def get_task(name: str, what: str = "task") -> Task:
-    """The task ``name`` with its default options; DataError-like MaskingError naming the known ones."""
+    """The task ``name`` with its default options; a MaskingError naming the known ones if there is none."""
     if name not in TASKS:
         raise MaskingError(f"unknown {what} '{name}'; expected one of {list(TASKS)}")
     return TASKS[name]()

@@ -6,7 +6,7 @@ in ``crps_fair + w * mse_member`` pulls a unit-variance Gaussian ensemble to a s
 stay near their first guess. One loss weight cannot calibrate every kind of guess at once.
 
 So when training ends, the ensemble is calibrated on the validation stores: the fixed validation
-batches are masked with each zero-shot task (:data:`CALIBRATION_TASKS`), and for every field, level
+batches are masked with each zero-shot task (:func:`task_kinds`), and for every field, level
 and kind of guess the factor ``c`` that makes the spread/skill ratio one is
 
 ``c = sqrt( mse(ensemble mean) / ((E + 1) / E * mean unbiased variance) )``,
@@ -38,9 +38,11 @@ from atmorep.train.step import field_losses, forward_masked, tasks_that_fit
 
 logger = logging.getLogger(__name__)
 
-# each zero-shot task and the kind of first guess its targets get (whose factors it calibrates)
-TASK_KINDS = {name: task.guess_kind for name, task in TASKS.items() if task.guess_kind is not None}
-CALIBRATION_TASKS = tuple(TASK_KINDS)
+def task_kinds() -> dict[str, int]:
+    """Each registered task whose targets get a calibrated kind of first guess, and that kind."""
+    return {name: task.guess_kind for name, task in TASKS.items() if task.guess_kind is not None}
+
+
 CALIBRATION_STREAM = 0x63616C69  # key of the calibration masking streams
 FACTOR_RANGE = (0.1, 10.0)
 
@@ -88,8 +90,8 @@ class SpreadSums:
 
 
 def calibration_tasks(config: RunConfig) -> tuple[str, ...]:
-    """The zero-shot tasks of :data:`TASK_KINDS` that the box holds."""
-    return tasks_that_fit(config, CALIBRATION_TASKS)
+    """The zero-shot tasks of :func:`task_kinds` that the box holds."""
+    return tasks_that_fit(config, tuple(task_kinds()))
 
 
 def reset_spread(model: nn.Module) -> None:

@@ -36,6 +36,13 @@ def check_train_config(config: RunConfig) -> None:
         raise ConfigError(f"train.seed: must be non-negative, got {train.seed}")
     _check_weights("train.losses", train.losses, LOSSES, "loss")
     _check_weights("train.tasks", train.tasks, TASKS, "masking task")
+    names = [f.name for f in config.fields]
+    if train.init_fields is not None and train.init is None:
+        raise ConfigError("train.init_fields: given without train.init (the checkpoint to take them from)")
+    for key, chosen in (("train.init_fields", train.init_fields or []), ("train.freeze", train.freeze)):
+        unknown = [name for name in chosen if name not in names]
+        if unknown:
+            raise ConfigError(f"{key}: {unknown} are not fields of the run ({names})")
     check_model_config(config)
     for name, weight in train.tasks.items():
         reason = get_task(name).misfit(config) if weight > 0 else None

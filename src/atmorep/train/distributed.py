@@ -1,7 +1,8 @@
 """Data-parallel training: wrapping the model (DDP or FSDP2), full state dicts, collectives.
 
 Under ``torchrun`` every rank holds a model replica (DDP) or a shard of it (FSDP2,
-``torch.distributed.fsdp.fully_shard`` on each field's encoder and decoder blocks, then the root).
+``torch.distributed.fsdp.fully_shard`` on each encoder layer (all fields' blocks as one unit) and each
+decoder block, then the root).
 ``train.distributed`` chooses: ``auto`` is DDP when ``WORLD_SIZE > 1``; ``none`` refuses to run
 under a multi-process launcher (every rank would train alone); on a single process every mode
 trains without a wrapper.
@@ -40,11 +41,12 @@ logger = logging.getLogger(__name__)
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
-def _shard_units(model: nn.Module) -> list[nn.Module]:
-    """The modules FSDP shards one by one: every field's encoder and decoder blocks."""
+def _shard_units(model: nn.Module) -> list[nn.Module | list[nn.Module]]:
+    """The units FSDP shards and gathers together: each encoder layer (the blocks of every field, which
+    run together) and each decoder block."""
     fields = list(model.fields.values())
-    return ([block for field in fields for block in field.encoder]
-            + [block for field in fields if field.predicted for block in field.decoder.blocks])
+    layers = [[field.encoder[k] for field in fields] for k in range(len(fields[0].encoder))]
+    return layers + [block for field in fields if field.predicted for block in field.decoder.blocks]
 
 
 def resolve_mode(requested: str, env: DistributedEnv) -> str:

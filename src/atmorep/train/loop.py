@@ -47,7 +47,7 @@ from atmorep.checkpoint import (
     load_fields,
     resolve_checkpoint,
 )
-from atmorep.config import RunConfig, save_config
+from atmorep.config import ConfigError, RunConfig, save_config
 from atmorep.data.dataset import BoxDataset, SamplerState, make_loader
 from atmorep.data.statistics import Statistics
 from atmorep.errors import AtmorepError
@@ -148,8 +148,7 @@ class Trainer:
         seed_everything(config.train.seed)  # identical initial weights on every rank
         model = build_model(self.config, runtime.device)
         initialise_scales(model, self.config, self.data.statistics)  # a resumed run loads its own
-        if config.train.init is not None:  # a resumed run loads all its weights afterwards
-            load_fields(model, resolve_checkpoint(config.train.init), config.train.init_fields)
+        self._initialise_from(model, config)
         freeze_fields(model, config.train.freeze)
         wrapped = distributed.wrap_model(model, runtime, config.train.distributed, config.train.compile)
         optim = config.train.optim
@@ -164,6 +163,21 @@ class Trainer:
         self.metrics: MetricsLogger | None = None
         logger.info("%s; %d parameters; %d samples per step", runtime.describe(),
                     sum(p.numel() for p in model.parameters()), self.samples_per_step)
+
+    def _initialise_from(self, model: torch.nn.Module, config: RunConfig) -> None:
+        """Start from the fields of ``train.init`` (not when resuming: the run's own checkpoint wins)."""
+        if config.train.init is None or find_checkpoint(self.run_dir) is not None:
+            return
+        fresh = load_fields(model, resolve_checkpoint(config.train.init), config.train.init_fields)
+        if config.model.first_guess:  # spread factors fitted elsewhere: train and validate the raw ensemble
+            reset_spread(model)
+        for name, missing in fresh.items():
+            if missing and name in config.train.freeze:
+                raise ConfigError(f"train.freeze: field '{name}' has weights that '{config.train.init}' does "
+                                  f"not hold and that would stay random ({missing[:3]}...); do not freeze it")
+            if missing:
+                logger.warning("field '%s': %d weights not in '%s' start fresh (e.g. %s)", name,
+                               len(missing), config.train.init, missing[0])
 
     # -------------------------------------------------------------------------------- the run
 
