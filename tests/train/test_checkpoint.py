@@ -56,13 +56,15 @@ def _absolute(config):
     return resolve_config({**data, "model": {**data["model"], "first_guess": False}})
 
 
+STAGE_GROUPED_NAME = ckpt.name_rules(  # current parameter names -> those of format 4 and before
+    (r"^fields\.([^.]+)\.embedding\.", r"embeddings.\1."),
+    (r"^fields\.([^.]+)\.encoder\.(\d+)\.", r"encoder.layers.\2.blocks.\1."),
+    (r"^fields\.([^.]+)\.decoder\.", r"decoders.\1."), (r"^fields\.([^.]+)\.tail\.", r"tails.\1."))
+
+
 def _stage_grouped(weights: dict) -> dict:
     """Weights under the names of format 4 and before (each stage's modules together)."""
-    rules = ((r"^fields\.([^.]+)\.embedding\.", r"embeddings.\1."),
-             (r"^fields\.([^.]+)\.encoder\.(\d+)\.", r"encoder.layers.\2.blocks.\1."),
-             (r"^fields\.([^.]+)\.decoder\.", r"decoders.\1."), (r"^fields\.([^.]+)\.tail\.", r"tails.\1."))
-    rename = ckpt.name_rules(*rules)
-    return {rename(name): value for name, value in weights.items()}
+    return {STAGE_GROUPED_NAME(name): value for name, value in weights.items()}
 
 
 def _version_one(contents: Checkpoint) -> Checkpoint:

@@ -232,3 +232,31 @@ def test_a_run_starts_from_a_checkpoints_fields_and_keeps_frozen_ones_fixed(stor
     assert t_weights and all(torch.equal(second[name], first[name]) for name in t_weights)  # frozen
     u_weights = [name for name in first if name.startswith("fields.u.") and name.endswith(".weight")]
     assert any(not torch.equal(second[name], first[name]) for name in u_weights)  # started from it, trained
+
+
+def test_a_format_4_training_checkpoint_resumes_bit_identically(stores, tmp_path):
+    """Weights and optimiser state under the names of format 4 are renamed on resume, not dropped."""
+    import shutil
+
+    from atmorep.checkpoint import write_checkpoint
+    from tests.train.test_checkpoint import STAGE_GROUPED_NAME as rename
+    from tests.train.test_checkpoint import _stage_grouped
+
+    options = {"optim": {"warmup_steps": 2, "decay": "constant"}}
+    first = train(make_config(stores, tmp_path / "new", max_steps=3, **options))
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    directory = tmp_path / "old" / "checkpoint"
+    contents, state = read_checkpoint(directory), read_train_state(directory)
+    optimizer = state["optimizer"]
+    state["optimizer"] = {**optimizer, "state": {rename(k): v for k, v in optimizer["state"].items()},
+                          "param_groups": [{**g, "params": [rename(p) for p in g["params"]]}
+                                           for g in optimizer["param_groups"]]}
+    old = dataclasses.replace(contents, weights=_stage_grouped(contents.weights),
+                              meta={**contents.meta, "version": 4})
+    write_checkpoint(directory, old, train_state=state)
+    assert "tails.t.weight" in read_train_state(directory)["optimizer"]["state"]
+    resumed = {name: train(make_config(stores, tmp_path / name, max_steps=6, **options), resume=True)
+               for name in ("new", "old")}
+    assert first.step == 3 and resumed["old"].losses == resumed["new"].losses
+    a, b = _weights(tmp_path / "new"), _weights(tmp_path / "old")
+    assert all(torch.equal(a[name], b[name]) for name in a)
