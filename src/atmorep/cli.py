@@ -474,19 +474,37 @@ def attention(
 @friendly_errors
 def evaluate(
     predictions: Annotated[list[Path], typer.Argument(help="Prediction stores written by atmorep infer.")],
-    truth: Annotated[Path, typer.Option(help="Prepared store holding the truth of the predicted period.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory of the tables and report.")],
+    truth: Annotated[Path | None, typer.Option(
+        help="Prepared store holding the truth of the predicted period.")] = None,
     climatology: Annotated[Path | None, typer.Option(
         help="Prepared store of the training period (climatology baseline, anomaly correlation).")] = None,
+    factual: Annotated[Path | None, typer.Option(
+        help="The factual twin of a counterfactual prediction (made with --alpha): compare the two.")] = None,
     maps: Annotated[bool, typer.Option(help="Draw maps of truth, prediction, error and spread.")] = True,
 ) -> None:
-    """Score predictions and baselines; write CSV/JSON tables, a summary and a report with figures."""
+    """Score predictions and baselines (--truth); compare a counterfactual with its twin (--factual)."""
+    from atmorep.evaluate.counterfactual import compare_counterfactual
     from atmorep.evaluate.run import evaluate as run_evaluation
     from atmorep.evaluate.run import summary_tables
 
-    result = run_evaluation(predictions, truth, climatology, output, maps=maps)
-    console.print(summary_tables(result.summary))
-    console.print(f"report: {result.report}")
+    if truth is None and factual is None:
+        raise AtmorepError("give --truth (to score the predictions) or --factual (to compare a "
+                           "counterfactual)")
+    if factual is not None and len(predictions) != 1:
+        raise AtmorepError(f"--factual compares one counterfactual prediction, got {len(predictions)}")
+    if truth is not None:
+        result = run_evaluation(predictions, truth, climatology, output, maps=maps)
+        console.print(summary_tables(result.summary))
+        console.print(f"report: {result.report}")
+    if factual is not None:
+        target = output / "counterfactual" if truth is not None else output
+        compared = compare_counterfactual(predictions[0], factual, target)
+        means = compared.table.groupby("field")[["shift", "rms_difference", "factual_spread"]].mean()
+        for name, row in means.iterrows():
+            console.print(f"{name}: mean shift {row['shift']:.4g}, RMS difference "
+                          f"{row['rms_difference']:.4g} (factual spread {row['factual_spread']:.4g})")
+        console.print(f"{', '.join(compared.alpha)} against {factual}: {compared.output}")
 
 
 # ------------------------------------------------------------------------------------------ train

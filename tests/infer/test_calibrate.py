@@ -47,7 +47,7 @@ def test_calibration_makes_every_tasks_spread_skill_one_on_its_store(checkpoint,
                                infill_region=REGION if task == "infill" else None, batch_size=16,
                                device="cpu", precision="float32"), predictor=predictor)
         for name, ratio in _spread_skill(output, truth_store).items():
-            factor = after[f"fields.{name}.tail.spread"][:, task_kinds[task]]
+            factor = after[f"fields.{name}.tail.spread"][:, task_kinds()[task]]
             assert result.before[task][name] != pytest.approx(1.0, abs=0.05)  # there was something to fix
             if ((factor > FACTOR_RANGE[0]) & (factor < FACTOR_RANGE[1])).all():
                 assert ratio == pytest.approx(1.0, abs=1e-3), (task, name)
