@@ -52,6 +52,7 @@ def test_nan_points_are_left_out_of_their_blocks_mean():
     values = torch.arange(16, dtype=torch.float64).reshape(4, 4)
     values[0, 0] = float("nan")
     values[2:, 2:] = float("nan")
-    means = block_means(values, 2)
+    assert torch.isnan(block_means(values, 2)[0, 0])  # by default a NaN makes its block NaN
+    means = block_means(values, 2, skip_nan=True)
     assert means[0, 0].item() == pytest.approx((1 + 4 + 5) / 3)
     assert torch.isnan(means[1, 1]) and means[0, 1].item() == pytest.approx((2 + 3 + 6 + 7) / 4)

@@ -145,7 +145,8 @@ def _block_means(field: xr.DataArray, factor: int) -> xr.DataArray:
     from atmorep.numerics.coarsening import block_means
 
     def means(values: np.ndarray) -> np.ndarray:
-        return block_means(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)), factor).numpy()
+        return block_means(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)), factor,
+                           skip_nan=True).numpy()
 
     grid = ["latitude", "longitude"]
     centres = {d: field[d].values.reshape(-1, factor).mean(axis=1) for d in grid}

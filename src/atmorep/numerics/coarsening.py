@@ -24,16 +24,18 @@ def _pair(factor: Factor) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def block_means(values: Tensor, factor: Factor) -> Tensor:
+def block_means(values: Tensor, factor: Factor, *, skip_nan: bool = False) -> Tensor:
     """Means of blocks of ``factor`` points along latitude and longitude (the last two dims).
 
     Blocks start at index 0; where a size is not a multiple of the factor the last block along that
-    axis is shorter (the mean of the points it holds). NaN points are left out of their block's mean;
-    a block of NaN only is NaN.
+    axis is shorter (the mean of the points it holds).
 
     Args:
         values: ``[..., H, W]`` floating.
         factor: block length in points, one for both axes or ``(latitude, longitude)``.
+        skip_nan: leave NaN points out of their block's mean (a block of NaN only is NaN); by default a
+            NaN makes its block NaN (the model's inputs never hold NaN, and the check would cost a
+            device synchronisation per call).
 
     Returns:
         ``[..., ceil(H / fh), ceil(W / fw)]``.
@@ -45,11 +47,11 @@ def block_means(values: Tensor, factor: Factor) -> Tensor:
     def pool(x: Tensor) -> Tensor:
         return torch.nn.functional.avg_pool2d(x, (fh, fw), ceil_mode=True, count_include_pad=False)
 
-    known = ~torch.isnan(flat)
-    if bool(known.all()):
-        means = pool(flat)
-    else:  # the mean of the known points: pooled sums over pooled counts
+    if skip_nan:  # the mean of the known points: pooled sums over pooled counts
+        known = ~torch.isnan(flat)
         means = pool(torch.where(known, flat, 0.0)) / pool(known.to(flat.dtype))
+    else:
+        means = pool(flat)
     return means.reshape(*lead, *means.shape[-2:])
 
 
