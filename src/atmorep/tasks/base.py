@@ -11,6 +11,7 @@ module of this package, registered by name in :mod:`atmorep.tasks.registry`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -100,7 +101,7 @@ def time_selection(shape: Shape5, times, device: torch.device) -> Tensor:
     return chosen
 
 
-class Task:
+class Task(ABC):
     """A task. Subclasses are frozen dataclasses whose fields are the task's training options.
 
     Class attributes:
@@ -134,9 +135,9 @@ class Task:
 
     # ------------------------------------------------------------------------------------ training
 
+    @abstractmethod
     def select(self, shape: Shape5, generator: torch.Generator, field: FieldConfig) -> Tensor:
         """``[B, L, nT, nH, nW]`` bool of the tokens to predict."""
-        raise NotImplementedError
 
     def misfit(self, config: RunConfig) -> str | None:
         """Why a box of ``config`` cannot hold the task, or None when it can."""
