@@ -428,6 +428,23 @@ def calibrate(
     console.print(f"wrote the spread factors that make it one on '{data}' to {result.checkpoint}")
 
 
+@app.command("assemble")
+@friendly_errors
+def assemble_command(
+    checkpoints: Annotated[list[Path], typer.Argument(
+        help="Checkpoints (or run directories) of disjoint fields.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The assembled checkpoint to write.")],
+    cross_heads: Annotated[int, typer.Option(help="Heads per coupled field of the new coupling.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the new coupling's weights.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Assemble fields trained on their own into one multiformer that starts as the separate models."""
+    from atmorep.assemble import assemble
+
+    written = assemble(checkpoints, output, cross_heads=cross_heads, seed=seed, overwrite=overwrite)
+    console.print(f"wrote {written}; fine-tune the coupling with atmorep train ... train.init={written}")
+
+
 @app.command("attention")
 @friendly_errors
 def attention(
