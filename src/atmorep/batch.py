@@ -144,12 +144,6 @@ class BatchMetadata:
         """``[B, T]`` numpy datetime64[s] of the time axis."""
         return EPOCH + self.time.cpu().numpy().astype("timedelta64[s]")
 
-    def select(self, index: torch.Tensor | slice) -> BatchMetadata:
-        """The metadata of a subset of the samples."""
-        return replace(
-            self, time=self.time[index], latitude=self.latitude[index], longitude=self.longitude[index]
-        )
-
 
 @dataclass(frozen=True)
 class Batch:
@@ -210,30 +204,3 @@ class Batch:
         """Called by ``DataLoader(pin_memory=True)``."""
         return replace(self, fields={k: v.pin_memory() for k, v in self.fields.items()})
 
-    def select(self, index: torch.Tensor | slice) -> Batch:
-        """The batch of a subset of the samples."""
-        return replace(
-            self,
-            fields={k: v[index] for k, v in self.fields.items()},
-            metadata=self.metadata.select(index),
-            extras={k: v[index] for k, v in self.extras.items()},
-        )
-
-    def crop(
-        self, time: slice = slice(None), latitude: slice = slice(None), longitude: slice = slice(None)
-    ) -> Batch:
-        """A sub-box: the same samples restricted to index ranges along T, H and W."""
-        fields = {k: v[:, :, time, latitude, longitude] for k, v in self.fields.items()}
-        meta = replace(
-            self.metadata,
-            time=self.metadata.time[:, time],
-            latitude=self.metadata.latitude[:, latitude],
-            longitude=self.metadata.longitude[:, longitude],
-        )
-        return replace(self, fields=fields, metadata=meta)
-
-    def with_fields(self, fields: Mapping[str, torch.Tensor], normalised: bool | None = None) -> Batch:
-        """The same metadata with other field tensors (e.g. a prediction)."""
-        return replace(
-            self, fields=dict(fields), normalised=self.normalised if normalised is None else normalised
-        )
