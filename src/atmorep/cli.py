@@ -434,14 +434,19 @@ def assemble_command(
     checkpoints: Annotated[list[Path], typer.Argument(
         help="Checkpoints (or run directories) of disjoint fields.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The assembled checkpoint to write.")],
+    drop: Annotated[str | None, typer.Option(
+        help="Fields to leave out, comma-separated, with the other fields' heads towards them.")] = None,
     cross_heads: Annotated[int, typer.Option(help="Heads per coupled field of the new coupling.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the new coupling's weights.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
-    """Assemble fields trained on their own into one multiformer that starts as the separate models."""
+    """Assemble fields trained on their own into one multiformer that starts as the separate models, or
+    add fields to one, or drop fields from one."""
     from atmorep.assemble import assemble
 
-    written = assemble(checkpoints, output, cross_heads=cross_heads, seed=seed, overwrite=overwrite)
+    dropped = [name.strip() for name in drop.split(",") if name.strip()] if drop else []
+    written = assemble(checkpoints, output, drop=dropped, cross_heads=cross_heads, seed=seed,
+                       overwrite=overwrite)
     console.print(f"wrote {written}; fine-tune the coupling with atmorep train ... train.init={written}")
 
 

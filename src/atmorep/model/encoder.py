@@ -26,12 +26,16 @@ from atmorep.model.attention import SELF, Block
 States = dict[str, Tensor]  # field name -> [B, N_f, D]
 
 
+def head_groups(model: ModelConfig, coupled: Sequence[str]) -> dict[str, int]:
+    """Heads per group of a field's encoder attention, in the order of their rows in its query map."""
+    return {SELF: model.heads, **{name: model.cross_heads for name in coupled if model.cross_heads > 0}}
+
+
 def field_block(model: ModelConfig, coupled: Sequence[str]) -> Block:
     """One encoder block of one field: self-attention and cross-attention to each coupled field (of the
     previous layer), ``model.cross_heads`` heads each (none when it is 0), then the MLP."""
-    groups = {SELF: model.heads, **{name: model.cross_heads for name in coupled if model.cross_heads > 0}}
-    return Block(model.dim, groups, model.dim // model.heads, model.mlp_ratio, model.dropout, model.qk_norm,
-                 model.checkpoint_activations)
+    return Block(model.dim, head_groups(model, coupled), model.dim // model.heads, model.mlp_ratio,
+                 model.dropout, model.qk_norm, model.checkpoint_activations)
 
 
 def encode(blocks: Mapping[str, Sequence[Block]], states: States) -> list[States]:
