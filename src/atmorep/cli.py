@@ -137,9 +137,27 @@ def data_simulate(
     seed: Annotated[int, typer.Option(help="Seed of the initial-state perturbation.")] = 0,
     perturbation: Annotated[float, typer.Option(help="Amplitude of the perturbation.")] = 1e-3,
     chunk_days: Annotated[float, typer.Option(help="Days per written chunk (resume granularity).")] = 10.0,
+    forecast_of: Annotated[Path | None, typer.Option(
+        help="A simulation store: write another model's forecasts of it instead (its spec is the truth's).")
+    ] = None,
+    forecast_every: Annotated[int, typer.Option(
+        help="With --forecast-of: hours between forecast starts, and the longest lead.")] = 12,
+    physics: Annotated[list[str] | None, typer.Option(
+        help="With --forecast-of: GROUP.PARAMETER=VALUE of the forecasting model's SPEEDY physics "
+             "(repeatable; default: stronger surface drag and faster convection).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="With --forecast-of: replace an existing output.")] = False,
 ) -> None:
-    """Make the embedded default corpus with the jcm general circulation model (offline)."""
+    """Make the embedded default corpus with the jcm general circulation model (offline), or another
+    model's forecasts of it (--forecast-of), the input of model correction."""
     from atmorep.data.simulate import SimulationSpec, simulate
+
+    if forecast_of is not None:
+        _forecast(forecast_of, out, forecast_every, physics, overwrite,
+                  changed=[name for name, value, default in (
+                      ("start", start, "2000-01-01"), ("days", days, 30.0), ("interval", interval, 1),
+                      ("levels", levels, None), ("spinup-days", spinup_days, 30.0), ("seed", seed, 0),
+                      ("perturbation", perturbation, 1e-3)) if value != default])
+        return
 
     spec_args = dict(
         start=start,
@@ -155,6 +173,24 @@ def data_simulate(
         spec_args["levels"] = tuple(parsed)
     path = simulate(SimulationSpec(**spec_args), out)
     console.print(f"simulation written to [bold]{path}[/]")
+
+
+def _forecast(truth: Path, out: Path, every: int, physics: list[str] | None, overwrite: bool,
+              changed: list[str]) -> None:
+    from atmorep.data.model_forecasts import DEFAULT_PHYSICS, ForecastSpec, simulate_forecasts
+
+    if changed:
+        raise AtmorepError(f"--{', --'.join(changed)}: a forecast takes the simulation spec of '{truth}'; "
+                           "leave these options out with --forecast-of")
+    values = []
+    for name, text in _pairs(physics, "physics").items():
+        try:
+            values.append((name, float(text)))
+        except ValueError:
+            raise AtmorepError(f"--physics {name}={text}: the value must be a number") from None
+    spec = ForecastSpec(every_hours=every, physics=tuple(values) or DEFAULT_PHYSICS)
+    path = simulate_forecasts(truth, out, spec, overwrite=overwrite)
+    console.print(f"forecasts of '{truth}' every {every} h written to [bold]{path}[/]")
 
 
 @data_app.command("prepare")

@@ -383,11 +383,34 @@ def _jcm():
     return jcm
 
 
-@functools.lru_cache(maxsize=1)
-def _model(resolution: str, origin: str) -> tuple[Any, Any, set]:
+Physics = tuple[tuple[str, float], ...]  # ("<group>.<parameter>", value) of jcm's SPEEDY parameters
+
+
+def physics_parameters(physics: Physics) -> Any:
+    """jcm's default SPEEDY parameters with the values ``physics`` sets; DataError naming an unknown one."""
+    import jax.numpy as jnp
+    from jcm.physics.speedy.params import Parameters
+
+    parameters = Parameters.default()
+    groups = {f.name: getattr(parameters, f.name) for f in dataclasses.fields(parameters)}
+    for name, value in physics:
+        group, _, key = name.partition(".")
+        known = {f.name for f in dataclasses.fields(groups[group])} if group in groups else set()
+        if key not in known:
+            choices = sorted(f"{g}.{f.name}" for g, part in groups.items() for f in dataclasses.fields(part))
+            raise DataError(f"physics parameter '{name}' is not one of jcm's SPEEDY parameters: "
+                            f"{', '.join(choices)}")
+        default = jnp.asarray(getattr(groups[group], key))
+        groups[group] = dataclasses.replace(groups[group], **{key: jnp.asarray(value, default.dtype)})
+    return dataclasses.replace(parameters, **groups)
+
+
+@functools.lru_cache(maxsize=3)
+def _model(resolution: str, origin: str, physics: Physics = ()) -> tuple[Any, Any, set]:
     """A SPEEDY model leaving rest at ``origin``, its forcing, and the chunk lengths compiled for it.
 
-    The boundary data are the files packaged with jcm (native at T31, interpolated otherwise).
+    The boundary data are the files packaged with jcm (native at T31, interpolated otherwise);
+    ``physics`` changes parameters of the physics (:func:`physics_parameters`).
     Cached: jax compiles the integration per model object and chunk length, so runs of one origin
     (one start, spin-up and output interval) share the compilations.
     """
@@ -404,7 +427,8 @@ def _model(resolution: str, origin: str) -> tuple[Any, Any, set]:
         warnings.simplefilter("ignore", DeprecationWarning)
         terrain = TerrainData.from_file(folder / "terrain.nc", coords)
         forcing = ForcingData.from_file(folder / "forcing.nc", coords, align_mode="wrap_year")
-    model = _lean_model_class()(coords=coords, terrain=terrain, physics=speedy_physics(), start_time=origin)
+    model = _lean_model_class()(coords=coords, terrain=terrain,
+                                physics=speedy_physics(physics_parameters(physics)), start_time=origin)
     return model, forcing, set()
 
 
@@ -434,8 +458,8 @@ def _lean_model_class() -> type:
 class _Integration:
     """The model integrating from its origin; its state is saved and loaded with jcm's checkpoints."""
 
-    def __init__(self, resolution: str, origin: str) -> None:
-        self.model, self.forcing, self._lengths = _model(resolution, origin)
+    def __init__(self, resolution: str, origin: str, physics: Physics = ()) -> None:
+        self.model, self.forcing, self._lengths = _model(resolution, origin, tuple(physics))
         self.model.bootstrap_state(self._rest_state())
         grid = self.model.coords.horizontal
         self.latitudes = np.rad2deg(np.asarray(grid.latitudes, np.float64))  # [H] ascending
@@ -500,6 +524,11 @@ class _Integration:
         modal = grid.clip_wavenumbers(grid.to_modal(jnp.asarray(delta, variation.dtype)))
         state = run.dynamics.replace(temperature_variation=variation + modal)
         self.model.restore_state(state, run.physics, time=run.time, step=run.step)
+
+    def take_state(self, other: _Integration) -> None:
+        """Continue from ``other``'s state (time, step, dynamics and physics memory): a forecast from it."""
+        run = other.model.run_state
+        self.model.restore_state(run.dynamics, run.physics, time=run.time, step=run.step)
 
     def save(self, path: Path) -> None:
         """Write the model state atomically (jcm writes a temporary file and renames it)."""
