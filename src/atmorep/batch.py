@@ -145,6 +145,9 @@ class BatchMetadata:
         return EPOCH + self.time.cpu().numpy().astype("timedelta64[s]")
 
 
+GUIDE = "guide/"  # prefix of the extras that hold another model's values of a field ([B, L, T, H, W])
+
+
 @dataclass(frozen=True)
 class Batch:
     """Per-field tensors ``[B, L, T, H, W]`` with their metadata.
@@ -197,8 +200,14 @@ class Batch:
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Batch:
         """Move field tensors (and extras) to a device, optionally casting floating fields."""
         fields = {k: v.to(device=device, dtype=dtype or v.dtype) for k, v in self.fields.items()}
-        extras = {k: v.to(device=device) for k, v in self.extras.items()}
+        extras = {k: v.to(device=device, dtype=dtype if k.startswith(GUIDE) and dtype else v.dtype)
+                  for k, v in self.extras.items()}
         return replace(self, fields=fields, extras=extras)
+
+    def guide(self) -> dict[str, torch.Tensor]:
+        """Per field another model's values ``[B, L, T, H, W]`` (model correction), where the batch has
+        them."""
+        return {key[len(GUIDE):]: value for key, value in self.extras.items() if key.startswith(GUIDE)}
 
     def pin_memory(self) -> Batch:
         """Called by ``DataLoader(pin_memory=True)``."""

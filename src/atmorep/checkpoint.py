@@ -44,7 +44,7 @@ from atmorep.model.multiformer import MultiFormer, build_model
 logger = logging.getLogger(__name__)
 
 FORMAT = "atmorep-checkpoint"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 WEIGHTS, CONFIG, STATISTICS, META, TRAIN_STATE = (
     "model.safetensors", "config.yaml", "statistics.json", "meta.json", "train_state.pt")
 CHECKPOINT_DIR = "checkpoint"  # the latest checkpoint of a run: run_dir / CHECKPOINT_DIR
@@ -163,6 +163,36 @@ def field_grouped_weights(checkpoint: Checkpoint) -> Checkpoint:
     ``decoders.<f>``, ``tails.<f>``); version 5 keeps each field's under ``fields.<f>`` (``embedding``,
     ``encoder.<k>``, ``decoder``, ``tail``)."""
     return _renamed(checkpoint, 4)
+
+
+def _model_kind(name: str, value: torch.Tensor, moment: bool) -> torch.Tensor:
+    """Version 5's kind-indexed tensors with a column for the kind ``model``: a zero kind embedding (and
+    zero optimiser moments), residual scale and spread factor one (not estimated, not calibrated)."""
+    if name.endswith(".embedding.kind_tokens") and value.ndim == 2 and value.shape[0] == 6:
+        return torch.cat([value, value.new_zeros(1, value.shape[1])])
+    if name.endswith((".tail.scale", ".tail.spread")) and value.ndim == 2 and value.shape[1] == 6:
+        return torch.cat([value, value.new_ones(value.shape[0], 1)], dim=1)  # buffers: no moments
+    return value
+
+
+WIDENINGS: dict[int, Callable[[str, torch.Tensor, bool], torch.Tensor]] = {5: _model_kind}  # version ->
+# how its migration widens tensors (also applied to a resumed run's optimiser moments, ``moment=True``)
+
+
+@register_migration(5)
+def model_guess_kind(checkpoint: Checkpoint) -> Checkpoint:
+    """Version 6 added the kind of first guess ``model`` (model correction): kind-indexed tensors gain it."""
+    return replace(checkpoint, weights={name: _model_kind(name, value, moment=False)
+                                        for name, value in checkpoint.weights.items()})
+
+
+def migrated_tensor(name: str, value: torch.Tensor, version: int) -> torch.Tensor:
+    """An optimiser moment of parameter ``name`` (current name) of a version-``version`` checkpoint, widened
+    as the migrations widen the parameter."""
+    for step in range(version, FORMAT_VERSION):
+        if step in WIDENINGS:
+            value = WIDENINGS[step](name, value, True)
+    return value
 
 
 def migrated_name(name: str, version: int) -> str:

@@ -374,7 +374,7 @@ def infer(
     data: Annotated[Path, typer.Option(help="Prepared store of the inputs.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Prediction store to write (zarr).")],
     task: Annotated[
-        str, typer.Option(help="forecast, interpolate, infill, reconstruct or downscale.")
+        str, typer.Option(help="forecast, interpolate, infill, reconstruct, downscale or correct.")
     ] = "forecast",
     time: Annotated[
         list[str] | None, typer.Option(help="A reference time (repeatable), e.g. 2002-01-05T00.")
@@ -396,6 +396,10 @@ def infer(
     ] = None,
     coarsen_factor: Annotated[
         int | None, typer.Option(help="Downscale: block size of the coarse input.")
+    ] = None,
+    input_store: Annotated[
+        Path | None, typer.Option("--input", help="Correct: prepared store of another model's forecast "
+                                                  "to correct (on the grid of --data).")
     ] = None,
     overlap: Annotated[float, typer.Option(help="Tile overlap: fraction of the box (<1) or points.")] = 0.5,
     batch_size: Annotated[int, typer.Option(help="Tiles per model call.")] = 8,
@@ -422,7 +426,7 @@ def infer(
     request = InferenceRequest(
         checkpoint=resolve_checkpoint(checkpoint), data=data, output=output, task=task,
         times=reference_times(time or (), start, end, every), lead_hours=lead_hours, region=region,
-        infill_region=infill_region, ratio=ratio, coarsen_factor=coarsen_factor,
+        infill_region=infill_region, ratio=ratio, coarsen_factor=coarsen_factor, input=input_store,
         overlap=int(overlap) if overlap >= 1 else overlap, batch_size=batch_size, rollout=rollout,
         device=device, precision=precision, seed=seed, alpha=tuple(alpha or ()), overwrite=overwrite)
     with progress_bar(f"{task}", console) as advance:

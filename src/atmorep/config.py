@@ -97,6 +97,7 @@ class DataConfig(_Strict):
     train: list[str] = []  # prepared stores (paths or fsspec URLs)
     validation: list[str] = []
     field_stores: dict[str, FieldStores] = {}  # field name -> its own stores (default: train / validation)
+    guide: FieldStores = FieldStores()  # another model's values of all fields, paired with train / validation
     box: BoxConfig = BoxConfig()
     boxes_per_window: int = Field(4, ge=1)  # boxes drawn from one time window
     windows_per_batch: int = Field(1, ge=1)
@@ -115,6 +116,10 @@ class DataConfig(_Strict):
         own = {name: getattr(stores, split) for name, stores in self.field_stores.items()
                if getattr(stores, split)}
         return getattr(self, split), own
+
+    def guide_stores(self, split: Literal["train", "validation"]) -> list[str]:
+        """Another model's stores paired with the split's (model correction), or none."""
+        return list(getattr(self.guide, split))
 
 
 class ModelConfig(_Strict):

@@ -254,8 +254,9 @@ def test_same_seed_same_masking_and_other_fields_untouched(task):
     fields = [make_field("t", min_ratio=0.2, max_ratio=0.8, rate_mask=1, rate_noise=1, rate_coarsen=1),
               make_field("z", token_size=(1, 2, 2), predicted=False)]
     tokens = {"t": random_tokens((2, 2, 4, 4, 4), seed=1), "z": random_tokens((2, 1, 4, 4, 4), seed=2)}
-    first = mask_fields(tokens, fields, task, generator(7))
-    second = mask_fields(tokens, fields, task, generator(7))
+    guide = {"t": random_tokens((2, 2, 4, 4, 4), seed=3)}  # another model's values (model correction)
+    first = mask_fields(tokens, fields, task, generator(7), guide=guide)
+    second = mask_fields(tokens, fields, task, generator(7), guide=guide)
     for name in tokens:
         for attribute in ("tokens", "modes", "target"):
             assert torch.equal(getattr(first[name], attribute), getattr(second[name], attribute))
@@ -311,3 +312,16 @@ def test_bad_input_raises():
         mask_fields(tokens, [make_field()], "interpolate", generator(0))
     with pytest.raises(MaskingError, match="already built"):
         mask_fields(tokens, [make_field()], BertTask(), generator(0), ratio=0.5)
+
+
+def test_correction_gives_every_token_the_other_models_values():
+    from atmorep.numerics.modes import GIVEN
+
+    field = make_field()
+    tokens, guide = random_tokens((2, 1, 2, 2, 2), seed=1), random_tokens((2, 1, 2, 2, 2), seed=2)
+    masked = mask_fields({"t": tokens}, [field], "correct", torch.Generator().manual_seed(0),
+                         guide={"t": guide})
+    assert (masked["t"].modes == GIVEN).all()
+    assert torch.equal(masked["t"].tokens, guide) and masked["t"].target is tokens
+    with pytest.raises(MaskingError, match="field 't': GIVEN tokens need another model's values"):
+        mask_fields({"t": tokens}, [field], "correct", torch.Generator().manual_seed(0))

@@ -134,3 +134,16 @@ def test_time_differences_of_a_linear_trend_are_its_slope() -> None:
     assert differences.shape[-1] == 2 * 2 * 2
     weights = torch.linspace(0.5, 2.0, 24, dtype=torch.float64).reshape(4, 6)
     np.testing.assert_allclose(differences.abs().min(), 0.25 * float(weights.min()), rtol=1e-12)
+
+
+def test_tokens_given_by_another_model_start_from_its_values() -> None:
+    from atmorep.numerics.first_guess import GUESS_KINDS, MODEL
+    from atmorep.numerics.modes import GIVEN
+
+    tokens = tokenise(torch.randn(1, 1, 12, 4, 6, dtype=torch.float64), TOKEN)
+    modes = torch.full((1, 1, 4, 2, 3), GIVEN, dtype=torch.int8)
+    modes[0, 0, 0] = VISIBLE
+    guess, kinds = first_guess(tokens, modes, TOKEN, 2)
+    assert GUESS_KINDS[MODEL] == "model"
+    assert (kinds[modes == GIVEN] == MODEL).all() and (kinds[modes == VISIBLE] == KIND_VISIBLE).all()
+    torch.testing.assert_close(guess, tokens, rtol=0, atol=0)

@@ -58,7 +58,7 @@ def test_every_task_is_complete(name, config):
 
 def test_the_calibrated_kinds_come_from_the_tasks():
     assert task_kinds() == {"forecast": TREND, **{n: TASKS[n].guess_kind for n in ("interpolate", "infill",
-                                                                                "downscale")}}
+                                                                                "downscale", "correct")}}
     assert all(get_task(name).guess_kind is not None for name in task_kinds())
 
 

@@ -129,6 +129,23 @@ def test_version_three_decoder_norms_load_under_the_one_block_class(config, stat
     assert all(torch.equal(model.state_dict()[name], value) for name, value in contents.weights.items())
 
 
+def test_version_five_gains_the_model_kind_of_first_guess(config, statistics, tmp_path):
+    contents = _contents(config, statistics)
+    kinds = {"fields.t.embedding.kind_tokens": lambda v: v[:6], "fields.t.tail.scale": lambda v: v[:, :6],
+             "fields.t.tail.spread": lambda v: v[:, :6]}
+    weights = {name: kinds.get(name, lambda v: v)(value) for name, value in contents.weights.items()}
+    old = replace(contents, weights=weights, meta={**contents.meta, "version": 5})
+    write_checkpoint(tmp_path / "v5", old)
+    model, _, _ = load_model(tmp_path / "v5")
+    state = model.state_dict()
+    assert torch.equal(state["fields.t.embedding.kind_tokens"][:6], weights["fields.t.embedding.kind_tokens"])
+    assert (state["fields.t.embedding.kind_tokens"][6] == 0).all()  # the kind "model" starts silent
+    for name in ("fields.t.tail.scale", "fields.t.tail.spread"):
+        assert torch.equal(state[name][:, :6], weights[name]) and (state[name][:, 6] == 1).all()
+    moment = ckpt.migrated_tensor("fields.t.embedding.kind_tokens", torch.ones(6, 3), 5)
+    assert moment.shape == (7, 3) and (moment[6] == 0).all() and (moment[:6] == 1).all()
+
+
 def test_residual_scales_and_spread_factors_round_trip(config, statistics, tmp_path):
     contents = _contents(config, statistics)
     scales = {name: value for name, value in contents.weights.items() if name.endswith(("scale", "spread"))}

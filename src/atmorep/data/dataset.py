@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from atmorep.batch import EPOCH, Batch, BatchMetadata
+from atmorep.batch import EPOCH, GUIDE, Batch, BatchMetadata
 from atmorep.config import DataConfig, FieldConfig
 from atmorep.data.sampler import BoxSampler, SampledBox
 from atmorep.data.statistics import Statistics
@@ -57,6 +57,9 @@ class BoxDataset(IterableDataset):
         statistics: normalisation statistics (default: each field's from the first store it is read from).
         field_paths: per field, its own stores, one per store of ``paths`` in the same order, with the
             same time steps and grid (``data.field_stores``); other fields are read from ``paths``.
+        guide_paths: another model's stores of the fields, one per store of ``paths`` (``data.guide``):
+            each box's values from them are in the batch's extras (:func:`atmorep.batch.guide_fields`),
+            normalised like the box.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class BoxDataset(IterableDataset):
         state: SamplerState | None = None,
         statistics: Statistics | None = None,
         field_paths: Mapping[str, Sequence[str]] | None = None,
+        guide_paths: Sequence[str] | None = None,
     ):
         super().__init__()
         self.stores = [Store(p) for p in paths]
@@ -77,6 +81,9 @@ class BoxDataset(IterableDataset):
         self.data = data
         self.state = state or SamplerState()
         self.field_stores = self._field_stores(dict(field_paths or {}))
+        self.guide = [Store(p) for p in guide_paths or ()]
+        if self.guide:
+            self._check_pairs(self.guide, "data.guide")
         self.sampler = BoxSampler(
             self.stores,
             data.box.shape,
@@ -90,6 +97,8 @@ class BoxDataset(IterableDataset):
             {f.name: self.field_stores[f.name][k].level_indices(f.name, f.levels) for f in self.fields}
             for k in range(len(self.stores))
         ]
+        self.guide_level_index = [{f.name: store.level_indices(f.name, f.levels) for f in self.fields}
+                                  for store in self.guide]
         self.levels = {
             f.name: tuple(self.field_stores[f.name][0].field_levels(f.name)[i]
                           for i in self.level_index[0][f.name])
@@ -107,17 +116,20 @@ class BoxDataset(IterableDataset):
             raise DataError(f"data.field_stores names {unknown}, which are not fields of the run ({names})")
         stores = {name: self.stores for name in names}
         for name, paths in field_paths.items():
-            if len(paths) != len(self.stores):
-                raise DataError(f"data.field_stores.{name}: {len(paths)} stores for the {len(self.stores)} "
-                                "stores of the split; give one per store, in the same order")
             stores[name] = [Store(p) for p in paths]
-            for own, main in zip(stores[name], self.stores):
-                for axis in ("time", "latitude", "longitude"):
-                    if not np.array_equal(getattr(own, axis), getattr(main, axis)):
-                        raise DataError(f"data.field_stores.{name}: store '{own.path}' has other {axis} "
-                                        f"values than store '{main.path}' it pairs with; both need the same "
-                                        f"{axis}")
+            self._check_pairs(stores[name], f"data.field_stores.{name}")
         return stores
+
+    def _check_pairs(self, stores: Sequence[Store], key: str) -> None:
+        if len(stores) != len(self.stores):
+            raise DataError(f"{key}: {len(stores)} stores for the {len(self.stores)} stores of the split; "
+                            "give one per store, in the same order")
+        for own, main in zip(stores, self.stores):
+            for axis in ("time", "latitude", "longitude"):
+                if not np.array_equal(getattr(own, axis), getattr(main, axis)):
+                    raise DataError(f"{key}: store '{own.path}' has other {axis} values than store "
+                                    f"'{main.path}' it pairs with; both need the same {axis}")
+
     def _normalisation(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         scales = {}
         for f in self.fields:
@@ -138,7 +150,7 @@ class BoxDataset(IterableDataset):
     def make_batch(self, epoch: int, batch: int) -> Batch:
         """Batch ``batch`` of epoch ``epoch`` (deterministic)."""
         rng = self.sampler.generator(epoch, batch)
-        boxes, values, skipped = [], {f.name: [] for f in self.fields}, 0
+        boxes, values, skipped = [], {}, 0
         for box in self.sampler.iter_batch(rng):
             for attempt in range(self.data.max_redraws + 1):
                 read = self._read(box)
@@ -154,30 +166,31 @@ class BoxDataset(IterableDataset):
                 box = self.sampler.draw_box(rng, box.store, box.index.member, box.index.time)
             boxes.append(box)
             for name, value in read.items():
-                values[name].append(value)
-        fields = {name: torch.from_numpy(np.stack(v)) for name, v in values.items()}  # [B, L, T, H, W]
+                values.setdefault(name, []).append(value)
+        stacked = {name: torch.from_numpy(np.stack(v)) for name, v in values.items()}  # [B, L, T, H, W]
+        fields = {f.name: stacked.pop(f.name) for f in self.fields}
         return Batch(
             fields,
             self._metadata(boxes),
             normalised=True,
-            extras={"skipped_boxes": torch.full((len(boxes),), skipped, dtype=torch.int64)},
+            extras={"skipped_boxes": torch.full((len(boxes),), skipped, dtype=torch.int64), **stacked},
         )
 
     def _read(self, box: SampledBox) -> dict[str, np.ndarray] | None:
-        """Normalised ``[L, T, H, W]`` per field, or None if any value is not finite."""
+        """Normalised ``[L, T, H, W]`` per field (and per field its guide's, keyed ``GUIDE + name``), or None
+        if any value is not finite."""
+        sources = [(f.name, self.field_stores[f.name][box.store], self.level_index[box.store][f.name], f.name)
+                   for f in self.fields]
+        if self.guide:
+            sources += [(GUIDE + f.name, self.guide[box.store], self.guide_level_index[box.store][f.name],
+                         f.name) for f in self.fields]
         out = {}
-        for f in self.fields:
-            raw = self.field_stores[f.name][box.store].read_box(
-                f.name,
-                box.index,
-                self.data.box.shape,
-                self.data.time_step,
-                self.level_index[box.store][f.name],
-            )
+        for key, store, levels, name in sources:
+            raw = store.read_box(name, box.index, self.data.box.shape, self.data.time_step, levels)
             if not np.isfinite(raw).all():
                 return None
-            mean, std = self._scales[f.name]
-            out[f.name] = (raw - mean) / std
+            mean, std = self._scales[name]
+            out[key] = (raw - mean) / std
         return out
 
     def _metadata(self, boxes: list[SampledBox]) -> BatchMetadata:

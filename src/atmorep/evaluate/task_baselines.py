@@ -21,6 +21,9 @@ infill, reconstruct       spatial (each hidden point filled from the given point
 downscale                 bilinear, bicubic (the truth coarsened by ``coarsen_factor`` with
                           :func:`atmorep.evaluate.baseline_methods.coarsen` and upsampled back; the
                           model's first guess is bicubic within each box)
+correct                   raw (the other model's values that the model corrected, read from the
+                          store in the prediction's ``input`` attribute; also the model's first
+                          guess), climatology
 ========================  ==========================================================================
 
 The temporal baselines read the steps the model's box gives next to the predicted ones: a forecast
@@ -46,6 +49,7 @@ import xarray as xr
 
 from atmorep.errors import DataError
 from atmorep.evaluate import baseline_methods
+from atmorep.evaluate.truth import LazyStore
 from atmorep.numerics.temporal_fit import CONTEXT_STEPS, TREND_DAMPING, temporal_weights
 from atmorep.tasks import get_task
 
@@ -210,7 +214,16 @@ def _upsampled(context: Context, method: baseline_methods.Method) -> xr.DataArra
     return fine.assign_coords(longitude=longitude)
 
 
+def _raw(context: Context) -> xr.DataArray:
+    """The other model's values at the cases: what a correction started from."""
+    if "input" not in context.attrs:
+        raise DataError("the prediction has no attribute 'input' (the store of the other model's values that "
+                        "it corrected)")
+    return LazyStore(context.attrs["input"], "correction input").cases(context.field, context.truth)
+
+
 BUILDERS: dict[str, Callable[[Context], xr.DataArray | None]] = {
+    "raw": _raw,
     "persistence": _persistence,
     "trend": partial(_trend, damping=1.0),
     "first_guess": partial(_trend, damping=TREND_DAMPING),

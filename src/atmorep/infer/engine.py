@@ -82,11 +82,40 @@ class InferenceResult:
         return self.domain_passes / self.seconds if self.seconds > 0 else float("nan")
 
 
+class ModelInput:
+    """Another model's store read in place of the data store (model correction): same grid, its own time
+    axis and levels, checked against the data store."""
+
+    def __init__(self, store: Store, data: Store, predictor: BoxPredictor) -> None:
+        self.store, self.data = store, data
+        for axis in ("latitude", "longitude"):
+            if not np.array_equal(getattr(store, axis), getattr(data, axis)):
+                raise DataError(f"input '{store.path}' has other {axis} values than the data store "
+                                f"'{data.path}'; the correction input must be on the grid of the truth")
+        self.levels = {f.name: store.level_indices(f.name, f.levels) for f in predictor.fields}
+
+    def position(self, start: int, steps: int, time_step: int) -> int:
+        """The input store's index of the data store's window ``start`` (DataError unless it holds every
+        step of the window, at the same spacing)."""
+        wanted = self.data.time[start:start + steps * time_step:time_step]
+        index = np.searchsorted(self.store.time, wanted)
+        found = (index < self.store.time.size) & (self.store.time[np.minimum(index, self.store.time.size - 1)]
+                                                  == wanted)
+        if not found.all():
+            raise DataError(f"input '{self.store.path}' has no data at {wanted[~found][0]}; the correction "
+                            "input's times must cover every case's window")
+        if steps > 1 and not (np.diff(index) == time_step).all():
+            raise DataError(f"input '{self.store.path}': the window from {wanted[0]} is not {time_step} "
+                            "step(s) apart in its time axis; give it the data store's time steps")
+        return int(index[0])
+
+
 class DomainRunner:
     """Applies a predictor to the cases of a plan on its domain."""
 
     def __init__(self, predictor: BoxPredictor, store: Store, plan: InferencePlan, request: InferenceRequest):
         self.predictor, self.store, self.plan, self.request = predictor, store, plan, request
+        self.source = None if request.input is None else ModelInput(Store(request.input), store, predictor)
         self.task = inference_task(request.task)
         self.names = [f.name for f in predictor.fields]
         self.level_values = predictor.levels  # field -> the model's levels
@@ -105,14 +134,18 @@ class DomainRunner:
                        if request.infill_region is not None else None)
 
     def read_window(self, start: int, steps: int) -> Tensor:
-        """``[C, T, H, W]`` normalised: the first ``steps`` window steps of every field, zeros after."""
-        plan, store = self.plan, self.store
+        """``[C, T, H, W]`` normalised: the first ``steps`` window steps of every field, zeros after; read
+        from the request's ``input`` store where it has one (model correction)."""
+        plan, store, levels = self.plan, self.store, self.plan.level_indices
+        time_step = self.predictor.config.data.time_step
+        if self.source is not None:
+            store, levels = self.source.store, self.source.levels
+            start = self.source.position(start, steps, time_step)
         h, w = plan.domain.shape
         index = BoxIndex(time=int(start), latitude=plan.domain.lat_start, longitude=plan.domain.lon_start)
         channels = []
         for name in self.names:
-            values = store.read_box(name, index, (steps, h, w), self.predictor.config.data.time_step,
-                                    plan.level_indices[name])  # [L, steps, H, W]
+            values = store.read_box(name, index, (steps, h, w), time_step, levels[name])  # [L, steps, H, W]
             if not np.isfinite(values).all():
                 when = store.time[start]
                 raise DataError(f"store '{store.path}': field '{name}' holds NaN or inf in the window from "
@@ -259,6 +292,7 @@ def prediction_layout(runner: DomainRunner, request: InferenceRequest, plan: Inf
         attrs["transforms"] = json.dumps(transforms)
     region = request.infill_region
     resolved = {"coarsen_factor": int(runner.factor), "ratio": float(runner.ratio),
+                "input": None if request.input is None else str(request.input),
                 "rollout": request.rollout, "one_shot_lead_hours": float(plan.layout.steps_per_pass * hours),
                 "infill_region": None if region is None else [float(v) for v in region]}
     attrs |= {name: resolved[name] for name in runner.task.output_attrs}

@@ -52,6 +52,9 @@ class InferenceRequest:
         ratio: reconstruct only: the hidden fraction of token-sized blocks (default 0.5).
         coarsen_factor: downscale only: block size of the coarse input (default: the first
             field's ``masking.coarsen_factor``).
+        input: correct only: a prepared store of another model's values (a forecast) on the grid of
+            ``data``, whose times cover the cases' windows; the model is given these and predicts the
+            truth.
         overlap: minimum tile overlap, points or box fraction (see :mod:`atmorep.infer.tiling`).
         batch_size: tiles per model call; results do not depend on it.
         rollout: ``"members"`` continues each ensemble member on its own output (spread grows with lead,
@@ -73,6 +76,7 @@ class InferenceRequest:
     infill_region: Region | None = None
     ratio: float | None = None
     coarsen_factor: int | None = None
+    input: Path | None = None
     overlap: Overlap = 0.5
     batch_size: int = 8
     rollout: Literal["members", "mean"] = "members"
@@ -238,7 +242,7 @@ def lead_steps(request: InferenceRequest, layout: CaseLayout, step: np.timedelta
     return rollout, np.arange(1, total + 1, dtype=np.int64)
 
 
-TASK_OPTIONS = ("lead_hours", "infill_region", "ratio", "coarsen_factor")  # each taken by some tasks only
+TASK_OPTIONS = ("lead_hours", "infill_region", "ratio", "coarsen_factor", "input")  # each taken by some tasks
 
 
 def inference_task(name: str) -> Task:

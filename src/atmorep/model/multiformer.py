@@ -35,7 +35,7 @@ from atmorep.model.encoder import encode
 from atmorep.model.field import FieldModules
 from atmorep.model.output import FieldPrediction, ModelOutput
 from atmorep.model.tail import EnsembleTail, autocast_disabled
-from atmorep.numerics.first_guess import KIND_VISIBLE, first_guess
+from atmorep.numerics.first_guess import KIND_VISIBLE, MODEL, first_guess
 from atmorep.numerics.modes import VISIBLE
 from atmorep.numerics.tokens import ALPHA_NAMES, token_grid
 
@@ -93,9 +93,14 @@ class MultiFormer(nn.Module):
                 module.reset_parameters()
             elif isinstance(module, EnsembleTail):
                 module.reset_parameters()
+            elif isinstance(module, FieldEmbedding) and module.first_guess:
+                # the kinds before ``model`` drawn as before it existed (a seed gives the same weights);
+                # ``model`` starts at zero, as in a migrated checkpoint
+                with torch.no_grad():
+                    nn.init.trunc_normal_(module.kind_tokens[:MODEL], std=0.02)
+                    module.kind_tokens[MODEL:] = 0.0
             elif isinstance(module, FieldEmbedding):
-                learned = module.kind_tokens if module.first_guess else module.mask_token
-                nn.init.trunc_normal_(learned, std=0.02)
+                nn.init.trunc_normal_(module.mask_token, std=0.02)
 
     # ------------------------------------------------------------------------------------ stages
 

@@ -27,6 +27,7 @@ is known around a token, and each target token is labelled with the *kind* of it
   bilinear upsampling and 5-6 % below bicubic convolution; where the token extent is not a multiple
   of the coarsening factor, its coarsened values.
 * ``noise``: a NOISED token: its noised values.
+* ``model``: a GIVEN token: another model's values for it (model correction).
 
 Visible tokens keep their values (kind ``visible``). Because the temporal rules are linear with
 weights summing to one, the guess commutes with the per-level normalisation.
@@ -44,12 +45,12 @@ from scipy.interpolate import make_interp_spline
 from torch import Tensor
 
 from atmorep.numerics.coarsening import block_means
-from atmorep.numerics.modes import COARSENED, MASKED, NOISED, VISIBLE
+from atmorep.numerics.modes import COARSENED, GIVEN, MASKED, NOISED, VISIBLE
 from atmorep.numerics.temporal_fit import TREND_DAMPING, temporal_weights
 from atmorep.numerics.tokens import tokenise, untokenise
 
-GUESS_KINDS = ("visible", "between", "trend", "spatial", "coarse", "noise")
-KIND_VISIBLE, SPATIAL, COARSE, NOISE = 0, 3, 4, 5  # BETWEEN = 1 and TREND = 2 come with the fit
+GUESS_KINDS = ("visible", "between", "trend", "spatial", "coarse", "noise", "model")
+KIND_VISIBLE, SPATIAL, COARSE, NOISE, MODEL = 0, 3, 4, 5, 6  # BETWEEN = 1 and TREND = 2 come with the fit
 
 
 def _columns(values: Tensor, token_size: tuple[int, int, int]) -> Tensor:
@@ -195,7 +196,8 @@ def first_guess(inputs: Tensor, modes: Tensor, token_size: tuple[int, int, int],
 
 def _guess_corrupted(guess: Tensor, kinds: Tensor, modes: Tensor, token_size: tuple[int, int, int],
                      coarsen_factor: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Add the guesses of COARSENED and NOISED tokens to ``guess [B, L, T, H, W]`` and ``kinds``; tokenise."""
+    """Add the guesses of COARSENED, NOISED and GIVEN tokens to ``guess [B, L, T, H, W]`` and ``kinds``;
+    tokenise."""
     coarse = modes == COARSENED
     if bool(coarse.any()):
         _, th, tw = token_size
@@ -205,6 +207,7 @@ def _guess_corrupted(guess: Tensor, kinds: Tensor, modes: Tensor, token_size: tu
             guess = torch.where(_points(coarse, token_size), upsampled, guess)
         kinds = torch.where(coarse, COARSE, kinds).to(torch.int8)
     kinds = torch.where(modes == NOISED, NOISE, kinds).to(torch.int8)
+    kinds = torch.where(modes == GIVEN, MODEL, kinds).to(torch.int8)
     return tokenise(guess, token_size).to(dtype), kinds
 
 

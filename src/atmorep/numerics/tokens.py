@@ -22,8 +22,8 @@ from atmorep.errors import AtmorepError
 if TYPE_CHECKING:
     from atmorep.config import FieldConfig
 
-__all__ = ["ALPHA_NAMES", "TokenError", "calendar", "token_alpha", "token_grid", "tokenise", "tokenise_batch",
-           "tokens_per_field", "untokenise"]
+__all__ = ["ALPHA_NAMES", "TokenError", "calendar", "guide_tokens", "token_alpha", "token_grid", "tokenise",
+           "tokenise_batch", "tokens_per_field", "untokenise"]
 
 
 class TokenError(AtmorepError, ValueError):
@@ -119,6 +119,12 @@ def token_alpha(metadata: BatchMetadata, field: str, token_size: tuple[int, int,
         index = ALPHA_NAMES.index(override.name)
         columns[index] = override.apply(columns[index])
     return torch.stack(columns, dim=-1).to(torch.float32)
+
+
+def guide_tokens(batch: Batch, fields: Sequence[FieldConfig]) -> dict[str, torch.Tensor]:
+    """Tokens ``[B, L, nT, nH, nW, D_f]`` of another model's values of the fields the batch has them for."""
+    guide = batch.guide()
+    return {f.name: tokenise(guide[f.name], f.token_size) for f in fields if f.name in guide}
 
 
 def tokenise_batch(batch: Batch,

@@ -118,6 +118,8 @@ class Task(ABC):
         with_mask: its predictions hide points of given steps and carry the point mask.
         rolls_out: leads past the box are reached by feeding predictions back (forecast).
         inference: whether it exists at inference (BERT is a training task only).
+        validated_when_trained: validation scores it whenever training draws it (tasks that only make
+            sense with their own data, model correction), beside the fixed validation tasks.
     """
 
     name: ClassVar[str]
@@ -132,6 +134,7 @@ class Task(ABC):
     with_mask: ClassVar[bool] = False
     rolls_out: ClassVar[bool] = False
     inference: ClassVar[bool] = True
+    validated_when_trained: ClassVar[bool] = False
 
     # ------------------------------------------------------------------------------------ training
 

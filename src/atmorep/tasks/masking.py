@@ -8,7 +8,8 @@ chosen token gets a mode:
 * ``NOISED``: the input is ``(1 - a) * x + a * noise_std * eps``, ``eps ~ N(0, 1)`` per value and
   the blend ``a ~ U[0, 1]`` drawn once per token;
 * ``COARSENED``: the token is average-pooled over latitude and longitude and restored to full size
-  by nearest upsampling (:func:`coarsen_tokens`).
+  by nearest upsampling (:func:`coarsen_tokens`);
+* ``GIVEN``: the input is another model's values for the token (``guide``, model correction).
 
 A task fixes the mode of its targets through its ``mode`` attribute; ``mode = None`` draws each
 target's mode with probabilities proportional to the field's ``rate_mask : rate_noise : rate_coarsen``
@@ -28,7 +29,7 @@ from torch import Tensor
 
 from atmorep.config import FieldConfig, MaskingConfig
 from atmorep.numerics.coarsening import coarsen
-from atmorep.numerics.modes import COARSENED, MASKED, NOISED, VISIBLE
+from atmorep.numerics.modes import COARSENED, GIVEN, MASKED, NOISED, VISIBLE
 from atmorep.tasks.base import MaskingError, Shape5, Task
 from atmorep.tasks.draws import normal, uniform
 from atmorep.tasks.registry import make_task
@@ -40,7 +41,8 @@ class MaskedField:
 
     Attributes:
         tokens: ``[B, L, nT, nH, nW, D]`` model input: original values where VISIBLE, zeros where
-            MASKED, noise-blended values where NOISED, coarsened values where COARSENED.
+            MASKED, noise-blended values where NOISED, coarsened values where COARSENED, another
+            model's values where GIVEN.
         modes: ``[B, L, nT, nH, nW]`` int8 mode of every token; targets are ``modes != VISIBLE``.
         target: ``[B, L, nT, nH, nW, D]`` the clean values (the input tensor itself, not a copy).
     """
@@ -109,9 +111,18 @@ def _draw_modes(chosen: Tensor, mode: int | None, masking: MaskingConfig,
     return modes
 
 
-def _corrupt(tokens: Tensor, modes: Tensor, field: FieldConfig, generator: torch.Generator) -> Tensor:
-    """Model input: zeros where MASKED, noise blend where NOISED, coarsened where COARSENED."""
+def _corrupt(tokens: Tensor, modes: Tensor, field: FieldConfig, generator: torch.Generator,
+             guide: Tensor | None) -> Tensor:
+    """Model input: zeros where MASKED, noise blend where NOISED, coarsened where COARSENED, the guide
+    where GIVEN."""
     x = tokens.clone()
+    given = modes == GIVEN
+    if bool(given.any()):
+        if guide is None or guide.shape != tokens.shape:
+            got = "none" if guide is None else f"{tuple(guide.shape)}"
+            raise MaskingError(f"field '{field.name}': GIVEN tokens need another model's values of the field "
+                               f"(data.guide), shaped as its tokens {tuple(tokens.shape)}; got {got}")
+        x[given] = guide[given].to(x.dtype)
     x[modes == MASKED] = 0
     noised = modes == NOISED
     count, d = int(noised.sum()), tokens.shape[-1]
@@ -132,9 +143,10 @@ def _check_tokens(tokens: Tensor, field: FieldConfig) -> None:
                            f"size {field.token_size}, got {tokens.dtype} {tuple(tokens.shape)}")
 
 
-def mask_field(tokens: Tensor, field: FieldConfig, task: Task,
-               generator: torch.Generator) -> MaskedField:
-    """Apply ``task`` to one field's tokens ``[B, L, nT, nH, nW, D]``; non-predicted fields stay visible."""
+def mask_field(tokens: Tensor, field: FieldConfig, task: Task, generator: torch.Generator,
+               guide: Tensor | None = None) -> MaskedField:
+    """Apply ``task`` to one field's tokens ``[B, L, nT, nH, nW, D]``; non-predicted fields stay visible.
+    ``guide``: another model's tokens of the field, the input of GIVEN tokens."""
     _check_tokens(tokens, field)
     shape: Shape5 = tuple(tokens.shape[:5])  # type: ignore[assignment]
     if not field.predicted:
@@ -144,11 +156,12 @@ def mask_field(tokens: Tensor, field: FieldConfig, task: Task,
         raise MaskingError(f"task '{task.name}', field '{field.name}': select must return bool {shape}, "
                            f"got {chosen.dtype} {tuple(chosen.shape)}")
     modes = _draw_modes(chosen.to(tokens.device), task.mode, field.masking, generator)
-    return MaskedField(_corrupt(tokens, modes, field, generator), modes, tokens)
+    return MaskedField(_corrupt(tokens, modes, field, generator, guide), modes, tokens)
 
 
 def mask_fields(tokens: Mapping[str, Tensor], fields: Sequence[FieldConfig], task: str | Task,
-                generator: torch.Generator, **task_options: object) -> dict[str, MaskedField]:
+                generator: torch.Generator, guide: Mapping[str, Tensor] | None = None,
+                **task_options: object) -> dict[str, MaskedField]:
     """Mask the tokens of every field with one task.
 
     Args:
@@ -157,6 +170,7 @@ def mask_fields(tokens: Mapping[str, Tensor], fields: Sequence[FieldConfig], tas
             are processed (and the generator consumed) in this order.
         task: a registered task name (built with ``task_options``) or a task object.
         generator: the source of every random number.
+        guide: per field name, another model's tokens, the input of GIVEN tokens (model correction).
 
     Returns:
         Per field name of ``tokens``, its :class:`MaskedField`, in the order of ``fields``.
@@ -169,4 +183,6 @@ def mask_fields(tokens: Mapping[str, Tensor], fields: Sequence[FieldConfig], tas
     missing = [name for name in tokens if name not in configured]
     if missing:
         raise MaskingError(f"tokens of fields {missing} have no field configuration")
-    return {f.name: mask_field(tokens[f.name], f, task, generator) for f in fields if f.name in tokens}
+    guide = guide or {}
+    return {f.name: mask_field(tokens[f.name], f, task, generator, guide.get(f.name))
+            for f in fields if f.name in tokens}

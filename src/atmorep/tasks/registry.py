@@ -10,6 +10,7 @@ import torch
 
 from atmorep.tasks.base import MaskingError, Task
 from atmorep.tasks.bert import BertTask
+from atmorep.tasks.correct import CorrectTask
 from atmorep.tasks.downscale import DownscaleTask
 from atmorep.tasks.draws import uniform
 from atmorep.tasks.forecast import ForecastTask
@@ -19,7 +20,7 @@ from atmorep.tasks.reconstruct import ReconstructTask
 
 TASKS: dict[str, Callable[..., Task]] = {
     "bert": BertTask, "reconstruct": ReconstructTask, "forecast": ForecastTask,
-    "interpolate": InterpolateTask, "infill": InfillTask, "downscale": DownscaleTask,
+    "interpolate": InterpolateTask, "infill": InfillTask, "downscale": DownscaleTask, "correct": CorrectTask,
 }
 
 

@@ -65,7 +65,7 @@ from atmorep.train import distributed
 from atmorep.train.calibration import calibration_tasks, fit_spread, reset_spread
 from atmorep.train.checks import check_train_config, with_levels
 from atmorep.train.optimizer import build_optimizer
-from atmorep.train.residual_scales import initialise_scales
+from atmorep.train.residual_scales import fill_unestimated, initialise_scales
 from atmorep.train.schedule import build_scheduler
 from atmorep.train.state import DataDescription, TrainingParts, TrainingState, restore_state, save_state
 from atmorep.train.step import masking_generator, train_step
@@ -142,7 +142,8 @@ class Trainer:
         self.run_dir = Path(config.train.run_dir)
         paths, field_paths = config.data.stores("train")
         self.dataset = BoxDataset(paths, config.fields, config.data, seed=config.train.seed,
-                                  rank=runtime.env.rank, field_paths=field_paths)
+                                  rank=runtime.env.rank, field_paths=field_paths,
+                                  guide_paths=config.data.guide_stores("train"))
         self.config = with_levels(config, self.dataset.levels)
         self.data = _describe_data(self.dataset, config)
         seed_everything(config.train.seed)  # identical initial weights on every rank
@@ -168,9 +169,14 @@ class Trainer:
         """Start from the fields of ``train.init`` (not when resuming: the run's own checkpoint wins)."""
         if config.train.init is None or find_checkpoint(self.run_dir) is not None:
             return
+        estimated = {name: model.fields[name].tail.scale.clone() for name in model.predicted
+                     if config.model.first_guess}
         fresh = load_fields(model, resolve_checkpoint(config.train.init), config.train.init_fields)
         if config.model.first_guess:  # spread factors fitted elsewhere: train and validate the raw ensemble
             reset_spread(model)
+            for name, kinds in fill_unestimated(model, estimated).items():
+                logger.info("field '%s': first-guess scales of %s estimated by this run (not in '%s')", name,
+                            kinds, config.train.init)
         for name, missing in fresh.items():
             if missing and name in config.train.freeze:
                 raise ConfigError(f"train.freeze: field '{name}' has weights that '{config.train.init}' does "

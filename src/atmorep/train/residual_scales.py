@@ -27,7 +27,7 @@ from atmorep.config import RunConfig
 from atmorep.data.dataset import BoxDataset
 from atmorep.data.statistics import Statistics
 from atmorep.numerics.first_guess import GUESS_KINDS, KIND_VISIBLE, first_guess, time_differences
-from atmorep.numerics.tokens import tokenise_batch
+from atmorep.numerics.tokens import guide_tokens, tokenise_batch
 from atmorep.runtime import derive_seed
 from atmorep.tasks.masking import mask_fields
 
@@ -81,18 +81,21 @@ def estimate_scales(config: RunConfig, statistics: Statistics, batches: int = SC
     """Accumulate the scales' sums over ``batches`` training batches, each masked with every task."""
     paths, field_paths = config.data.stores("train")
     dataset = BoxDataset(paths, config.fields, config.data, seed=derive_seed(config.train.seed, SCALE_STREAM),
-                         rank=0, statistics=statistics, field_paths=field_paths)
+                         rank=0, statistics=statistics, field_paths=field_paths,
+                         guide_paths=config.data.guide_stores("train"))
     levels = {f.name: len(dataset.levels[f.name]) for f in config.fields}
     sums = ScaleSums(levels, [f.name for f in config.fields if f.predicted])
     tasks = [task for task, weight in config.train.tasks.items() if weight > 0]
     for index in range(batches):
-        tokens, _ = tokenise_batch(dataset.make_batch(0, index), config.fields)
+        batch = dataset.make_batch(0, index)
+        tokens, _ = tokenise_batch(batch, config.fields)
+        guide = guide_tokens(batch, config.fields)
         for f in config.fields:
             sums.add_differences(f.name, tokens[f.name], f.token_size)
         for number, task in enumerate(tasks):
             generator = torch.Generator().manual_seed(
                 derive_seed(config.train.seed, SCALE_STREAM, index, number))
-            masked = mask_fields(tokens, config.fields, task, generator,
+            masked = mask_fields(tokens, config.fields, task, generator, guide=guide,
                                  forecast_tokens=config.train.forecast_tokens)
             for f in config.fields:
                 if f.predicted:
@@ -112,6 +115,21 @@ def set_scales(model: nn.Module, residual: dict[str, torch.Tensor],
     for name, scale in difference.items():
         embedding = model.fields[name].embedding
         embedding.difference_scale.copy_(scale.to(embedding.difference_scale))
+
+
+@torch.no_grad()
+def fill_unestimated(model: nn.Module, estimated: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Kinds of guess whose scales a loaded checkpoint never estimated (one at every level, e.g. a kind
+    added after it was trained) take this run's ``estimated`` scales; returns them per field."""
+    filled = {}
+    for name, fresh in estimated.items():
+        tail = model.fields[name].tail
+        never = (tail.scale == 1.0).all(dim=0) & (fresh != 1.0).any(dim=0)  # [K]
+        never[KIND_VISIBLE] = False
+        if bool(never.any()):
+            tail.scale[:, never] = fresh[:, never].to(tail.scale)
+            filled[name] = [GUESS_KINDS[k] for k in torch.nonzero(never).flatten().tolist()]
+    return filled
 
 
 def initialise_scales(model: nn.Module, config: RunConfig, statistics: Statistics) -> None:

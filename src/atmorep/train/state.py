@@ -31,6 +31,7 @@ from atmorep.checkpoint import (
     CheckpointError,
     checkpoint_meta,
     migrated_name,
+    migrated_tensor,
     read_checkpoint,
     read_meta,
     read_train_state,
@@ -132,7 +133,12 @@ def check_resumable(checkpoint: dict, config: RunConfig, where: str) -> None:
 
 def migrated_optimizer_state(state: dict, version: int) -> dict:
     """A name-keyed optimiser state of a version-``version`` checkpoint under the current parameter names."""
-    return {**state, "state": {migrated_name(name, version): value for name, value in state["state"].items()},
+    def moments(name: str, entry: dict) -> dict:
+        return {key: migrated_tensor(name, value, version) if torch.is_tensor(value) and value.ndim else value
+                for key, value in entry.items()}
+
+    return {**state, "state": {(new := migrated_name(name, version)): moments(new, value)
+                               for name, value in state["state"].items()},
             "param_groups": [{**group, "params": [migrated_name(name, version) for name in group["params"]]}
                              for group in state["param_groups"]]}
 

@@ -37,7 +37,7 @@ from atmorep.batch import Batch
 from atmorep.config import RunConfig
 from atmorep.model.output import ModelOutput
 from atmorep.numerics.latitude import latitude_weights
-from atmorep.numerics.tokens import ALPHA_NAMES, tokenise_batch
+from atmorep.numerics.tokens import ALPHA_NAMES, guide_tokens, tokenise_batch
 from atmorep.runtime import Runtime, derive_seed
 from atmorep.tasks import draw_task, get_task
 from atmorep.tasks.masking import MaskedField, mask_fields
@@ -116,8 +116,10 @@ def forward_masked(model: nn.Module, batch: Batch, config: RunConfig, task: str,
     Returns:
         The model output, the masked fields and the alpha of every field.
     """
-    tokens, alpha = tokenise_batch(batch.to(runtime.device), config.fields)
-    masked = mask_fields(tokens, config.fields, task, generator, forecast_tokens=config.train.forecast_tokens)
+    batch = batch.to(runtime.device)
+    tokens, alpha = tokenise_batch(batch, config.fields)
+    masked = mask_fields(tokens, config.fields, task, generator, guide=guide_tokens(batch, config.fields),
+                         forecast_tokens=config.train.forecast_tokens)
     with runtime.autocast():
         output = model({name: m.tokens for name, m in masked.items()},
                        {name: m.modes for name, m in masked.items()}, alpha)

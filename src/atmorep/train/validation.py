@@ -21,6 +21,7 @@ from atmorep.config import RunConfig
 from atmorep.data.dataset import BoxDataset
 from atmorep.data.statistics import Statistics
 from atmorep.runtime import Runtime
+from atmorep.tasks import get_task
 from atmorep.train import distributed
 from atmorep.train.step import VALIDATION_TASKS, evaluate_batch, tasks_that_fit
 
@@ -28,8 +29,11 @@ logger = logging.getLogger(__name__)
 
 
 def validation_tasks(config: RunConfig) -> tuple[str, ...]:
-    """The fixed validation tasks that the box holds (:func:`atmorep.train.step.tasks_that_fit`)."""
-    return tasks_that_fit(config, VALIDATION_TASKS)
+    """The fixed validation tasks, and the trained tasks validated whenever they are trained (model
+    correction), that the box holds (:func:`atmorep.train.step.tasks_that_fit`)."""
+    trained = tuple(name for name, weight in config.train.tasks.items()
+                    if weight > 0 and get_task(name).validated_when_trained and name not in VALIDATION_TASKS)
+    return tasks_that_fit(config, VALIDATION_TASKS + trained)
 
 
 def summarise(means: dict[str, float]) -> dict[str, float]:
@@ -55,7 +59,8 @@ class Validator:
         if config.data.validation:
             paths, field_paths = config.data.stores("validation")
             self.dataset = BoxDataset(paths, config.fields, config.data, seed=config.train.seed,
-                                      rank=runtime.env.rank, statistics=statistics, field_paths=field_paths)
+                                      rank=runtime.env.rank, statistics=statistics, field_paths=field_paths,
+                                      guide_paths=config.data.guide_stores("validation"))
         else:
             logger.info("no validation stores (data.validation): training without validation")
 
