@@ -81,5 +81,6 @@ def test_inference_corrects_the_input_and_the_evaluation_scores_it_against_the_r
     late = prepare_dataset(internal_dataset(times=48, nlat=19, nlon=36, seed=1, start="2001-03-02"),
                            tmp_path / "late.zarr", box=(24, 19, 36), chunk_fraction=1)
     with pytest.raises(DataError, match="late.zarr' has no data at 2001-03-01T00"):
-        infer(InferenceRequest(checkpoint, truth, tmp_path / "y.zarr", task="correct", input=late, times=times))
+        infer(InferenceRequest(checkpoint, truth, tmp_path / "y.zarr", task="correct", input=late,
+                               times=times))
     assert not (tmp_path / "y.zarr").exists()
