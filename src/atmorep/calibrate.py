@@ -59,16 +59,20 @@ class CalibrationRequest:
         every_hours: spacing of the cases' reference times.
         lead_hours: forecast only: the lead to calibrate (default: the box's one-shot lead).
         infill_region: infill only: the region hidden (default: the inference default).
+        input: correct only: another model's values paired with ``data`` (the default tasks leave
+            correct out).
         batch_size: tiles per model call.
         device, precision: as for inference.
     """
 
     checkpoint: Path
     data: Path
-    tasks: tuple[str, ...] = field(default_factory=lambda: tuple(task_kinds()))
+    tasks: tuple[str, ...] = field(default_factory=lambda: tuple(
+        task for task in task_kinds() if not get_task(task).required_options))
     every_hours: float = 24.0
     lead_hours: float | None = None
     infill_region: Region | None = None
+    input: Path | None = None
     batch_size: int = 16
     device: str = "auto"
     precision: str = "auto"
@@ -122,7 +126,7 @@ def calibrate(request: CalibrationRequest) -> CalibrationResult:
             inference = InferenceRequest(
                 checkpoint, request.data, output, task=task, times=times,
                 **get_task(task).pick({"lead_hours": request.lead_hours,
-                                       "infill_region": request.infill_region}),
+                                       "infill_region": request.infill_region, "input": request.input}),
                 rollout="mean", batch_size=request.batch_size, device=request.device,
                 precision=request.precision, overwrite=True)
             infer(inference, predictor=predictor)

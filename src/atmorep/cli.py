@@ -442,12 +442,16 @@ def calibrate(
     checkpoint: Annotated[Path, typer.Option(help="A checkpoint directory, or a run directory holding one.")],
     data: Annotated[Path, typer.Option(help="A held-out prepared store (the validation period).")],
     task: Annotated[list[str] | None, typer.Option(
-        help="A task to calibrate (repeatable): forecast, interpolate, infill, downscale (default: all).")
+        help="A task to calibrate (repeatable): forecast, interpolate, infill, downscale, correct "
+             "(default: all but correct; with --input: all).")
     ] = None,
     every_hours: Annotated[float, typer.Option(help="Spacing of the cases' reference times.")] = 24.0,
     lead_hours: Annotated[float | None, typer.Option(help="Forecast: the lead to calibrate.")] = None,
     infill_region: Annotated[
         Region4 | None, typer.Option(help="Infill: lat_min lat_max lon_min lon_max to fill.")
+    ] = None,
+    input_store: Annotated[
+        Path | None, typer.Option("--input", help="Correct: another model's values paired with --data.")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per model call.")] = 16,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
@@ -456,11 +460,14 @@ def calibrate(
     """Calibrate the ensemble's spread on tiled predictions of held-out data (rewrites the checkpoint)."""
     from atmorep.calibrate import CalibrationRequest
     from atmorep.calibrate import calibrate as run_calibration
+    from atmorep.tasks import get_task
     from atmorep.train.calibration import task_kinds
 
-    request = CalibrationRequest(checkpoint, data, tuple(task or task_kinds()), every_hours=every_hours,
-                                 lead_hours=lead_hours, infill_region=infill_region, batch_size=batch_size,
-                                 device=device, precision=precision)
+    default = [name for name in task_kinds()
+               if input_store is not None or not get_task(name).required_options]
+    request = CalibrationRequest(checkpoint, data, tuple(task or default), every_hours=every_hours,
+                                 lead_hours=lead_hours, infill_region=infill_region, input=input_store,
+                                 batch_size=batch_size, device=device, precision=precision)
     result = run_calibration(request)
     for name, ratios in result.before.items():
         described = ", ".join(f"{field} {ratio:.3g}" for field, ratio in ratios.items())
