@@ -238,3 +238,27 @@ def test_a_field_store_that_does_not_pair_with_the_split_is_refused(tmp_path, pr
         BoxDataset([prepared_store], FIELDS, _data(), field_paths={"u": [prepared_store, prepared_store]})
     with pytest.raises(DataError, match=r"names \['v'\], which are not fields"):
         BoxDataset([prepared_store], FIELDS, _data(), field_paths={"v": [prepared_store]})
+
+
+def test_another_models_values_come_with_each_box_normalised_like_the_truth(tmp_path, prepared_store,
+                                                                             store_source):
+    from atmorep.data.prepare import prepare_dataset
+
+    warmer = store_source.assign(t=store_source.t + 2.0)
+    other = prepare_dataset(warmer, tmp_path / "other.zarr", box=STORE_BOX)
+    plain = BoxDataset([prepared_store], FIELDS, _data())
+    paired = BoxDataset([prepared_store], FIELDS, _data(), guide_paths=[str(other)])
+    std = paired.statistics["t"].select(paired.levels["t"], "t")[1].reshape(-1, 1, 1, 1)
+    for index in range(2):
+        batch, truth = paired.make_batch(0, index), plain.make_batch(0, index)
+        _assert_same(batch, truth)  # the truth as without the other model
+        guide = batch.guide()
+        assert set(guide) == {"t", "sp", "u"}
+        torch.testing.assert_close(guide["u"], batch.fields["u"])
+        shift = (guide["t"] - batch.fields["t"]) * torch.from_numpy(std)  # back in kelvin
+        torch.testing.assert_close(shift, torch.full_like(shift, 2.0), rtol=0, atol=1e-3)
+    with pytest.raises(DataError, match="data.guide: 2 stores for the 1 stores"):
+        BoxDataset([prepared_store], FIELDS, _data(), guide_paths=[str(other), str(other)])
+    fewer = prepare_dataset(store_source.sel(level=[850.0]), tmp_path / "fewer.zarr", box=STORE_BOX)
+    with pytest.raises(DataError, match=r"data.guide: store .*fewer.zarr' has the levels \[850.0\] of 't'"):
+        BoxDataset([prepared_store], FIELDS, _data(), guide_paths=[str(fewer)])

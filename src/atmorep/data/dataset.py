@@ -58,7 +58,7 @@ class BoxDataset(IterableDataset):
         field_paths: per field, its own stores, one per store of ``paths`` in the same order, with the
             same time steps and grid (``data.field_stores``); other fields are read from ``paths``.
         guide_paths: another model's stores of the fields, one per store of ``paths`` (``data.guide``):
-            each box's values from them are in the batch's extras (:func:`atmorep.batch.guide_fields`),
+            each box's values from them are in the batch's extras (:meth:`atmorep.batch.Batch.guide`),
             normalised like the box.
     """
 
@@ -104,6 +104,7 @@ class BoxDataset(IterableDataset):
                           for i in self.level_index[0][f.name])
             for f in self.fields
         }
+        self._check_guide_levels()
         self.statistics = statistics or Statistics(
             {f.name: self.field_stores[f.name][0].statistics[f.name] for f in self.fields})
         self._scales = self._normalisation()
@@ -119,6 +120,15 @@ class BoxDataset(IterableDataset):
             stores[name] = [Store(p) for p in paths]
             self._check_pairs(stores[name], f"data.field_stores.{name}")
         return stores
+
+    def _check_guide_levels(self) -> None:
+        for store, indices in zip(self.guide, self.guide_level_index):
+            for name, levels in self.levels.items():
+                own = tuple(store.field_levels(name)[i] for i in indices[name])
+                if len(own) != len(levels) or not np.allclose(own, levels):
+                    raise DataError(f"data.guide: store '{store.path}' has the levels {list(own)} of "
+                                    f"'{name}', the run reads {list(levels)}; give the other model's values "
+                                    "on the same levels")
 
     def _check_pairs(self, stores: Sequence[Store], key: str) -> None:
         if len(stores) != len(self.stores):
