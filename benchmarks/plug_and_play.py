@@ -52,7 +52,7 @@ def single_field_plan(root: Path, name: str, minutes: float, steps: int) -> Quic
 def assembled_plan(root: Path, arm: str, checkpoints: list[Path],
                    drop: tuple[str, ...] = ()) -> QuickstartPlan:
     """A plan whose run is the assembly of ``checkpoints`` (less ``drop``), marked as trained."""
-    plan = shared_store_plan(root, f"pp-{arm}", 0.0, ())
+    plan = shared_store_plan(root, f"pp-{arm}", 1.0, ())  # its run is marked trained: minutes unused
     target = plan.run_dir / "checkpoint"
     if not target.exists():
         assemble(checkpoints, target, drop=drop, cross_heads=run_config(plan).model.cross_heads)
@@ -61,7 +61,11 @@ def assembled_plan(root: Path, arm: str, checkpoints: list[Path],
 
 
 def scores(plan: QuickstartPlan) -> pd.DataFrame:
-    run(plan)
+    """The plan's evaluation summary; run (or finish) the plan unless it was scored after its checkpoint
+    was last written."""
+    summary, meta = plan.evaluation_dir / "summary.csv", plan.run_dir / "checkpoint" / "meta.json"
+    if not (summary.exists() and meta.exists() and summary.stat().st_mtime > meta.stat().st_mtime):
+        run(plan)
     return pd.read_csv(plan.evaluation_dir / "summary.csv").set_index(["task", "lead", "field"])
 
 
