@@ -19,7 +19,7 @@ Run it after ``atmorep quickstart``:
     python benchmarks/plug_and_play.py [--root atmorep-quickstart] [--minutes 15] [--joint-minutes 5]
 
 Prints, per task and field, each arm's RMSE and its ratio to the task's reference, and writes the
-table as ``<root>-pp-summary.csv``.
+table as ``<root>-plug-and-play/summary.csv``.
 """
 
 from __future__ import annotations
@@ -138,7 +138,8 @@ def report(root: Path, arms: dict[str, tuple[str, pd.DataFrame]]) -> None:
         table.add_row(key[0], key[2], *cells)
         rows.append(row)
     Console().print(table)
-    out = root.parent / f"{root.name}-pp-summary.csv"
+    out = root.parent / f"{root.name}-plug-and-play" / "summary.csv"
+    out.parent.mkdir(exist_ok=True)
     pd.DataFrame(rows).to_csv(out, index=False)
     Console().print(f"written to {out}")
 
