@@ -12,7 +12,8 @@ evaluation on the test period:
 * ``assembled``: ``atmorep assemble`` of the per-field checkpoints, scored as it is (zero-shot);
 * ``synced``: the assembled model fine-tuned with the joint config for the remaining 10 % of the budget
   (``train.init``), so that per-field training, assembly and synchronising take the joint run's time;
-* ``dropped``: ``atmorep assemble --drop`` of the last field from the joint model.
+* ``dropped``: ``atmorep assemble --drop`` of the last field from the joint model, as it is and after
+  a fine-tune of the remaining fields for the same 10 %.
 
 Run it after ``atmorep quickstart``:
 
@@ -112,6 +113,15 @@ def main() -> None:
 
     dropped = assembled_plan(root, "dropped", [joint_plan.run_dir / "checkpoint"], drop=(names[-1],))
     arms[f"joint {budget:g} min, {names[-1]} dropped"] = ("0 steps", scores(dropped))
+    kept = run_config(dropped).model_dump(mode="json")["fields"]
+    kept = [{**f, "coupled_with": [g["name"] for g in kept if g["name"] != f["name"]]}
+            for f in kept if f["name"] != names[-1]]
+    resynced = shared_store_plan(root, "pp-dropped-synced", sync_minutes,
+                                 (f"fields={json.dumps(kept)}",
+                                  f"train.init={(dropped.run_dir / 'checkpoint').resolve()}",
+                                  f"train.max_steps={int(STEPS_PER_MINUTE * sync_minutes)}"))
+    frame = scores(resynced)
+    arms[f"{names[-1]} dropped + {sync_minutes:g} min sync"] = (f"{steps(resynced)} steps", frame)
 
     report(root, arms)
 
