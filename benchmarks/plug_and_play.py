@@ -113,9 +113,8 @@ def main() -> None:
 
     dropped = assembled_plan(root, "dropped", [joint_plan.run_dir / "checkpoint"], drop=(names[-1],))
     arms[f"joint {budget:g} min, {names[-1]} dropped"] = ("0 steps", scores(dropped))
-    kept = run_config(dropped).model_dump(mode="json")["fields"]
-    kept = [{**f, "coupled_with": [g["name"] for g in kept if g["name"] != f["name"]]}
-            for f in kept if f["name"] != names[-1]]
+    kept = [f for f in run_config(dropped).model_dump(mode="json")["fields"] if f["name"] != names[-1]]
+    kept = [{**f, "coupled_with": [g["name"] for g in kept if g["name"] != f["name"]]} for f in kept]
     resynced = shared_store_plan(root, "pp-dropped-synced", sync_minutes,
                                  (f"fields={json.dumps(kept)}",
                                   f"train.init={(dropped.run_dir / 'checkpoint').resolve()}",
