@@ -98,3 +98,23 @@ def test_derived_seeds_are_distinct_63_bit_integers():
     seeds = {derive_seed(0, *key) for key in [(), (1,), (2,), (1, 0), (0, 1)]} | {derive_seed(1, 1)}
     assert len(seeds) == 6 and all(0 <= s < 2**63 for s in seeds)
     assert derive_seed(5, 1, 2) == derive_seed(5, 1, 2)
+
+
+def test_a_directory_being_written_is_not_written_again_meanwhile(tmp_path):
+    from atmorep.errors import DataError
+    from atmorep.io import atomic_directory, temporary_sibling
+
+    target = tmp_path / "store.zarr"
+    with atomic_directory(target) as tmp:
+        tmp.mkdir()
+        (tmp / "first").write_text("1")
+        with pytest.raises(DataError, match="store.zarr' is being written by another process"):
+            with atomic_directory(target):
+                pass
+        assert (tmp / "first").exists()  # the first writer's work in progress is intact
+    assert (target / "first").read_text() == "1"
+    assert not temporary_sibling(target, "lock").exists()
+    with atomic_directory(target, overwrite=True) as tmp:  # free again once the first is done
+        tmp.mkdir()
+        (tmp / "second").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["second"]
