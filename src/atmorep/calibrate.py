@@ -48,6 +48,11 @@ logger = logging.getLogger(__name__)
 
 
 
+def default_tasks(with_input: bool) -> tuple[str, ...]:
+    """The calibrated tasks; those that need another model's input (correct) only ``with_input``."""
+    return tuple(task for task in task_kinds() if with_input or not get_task(task).required_options)
+
+
 @dataclass(frozen=True)
 class CalibrationRequest:
     """What to calibrate on.
@@ -67,8 +72,7 @@ class CalibrationRequest:
 
     checkpoint: Path
     data: Path
-    tasks: tuple[str, ...] = field(default_factory=lambda: tuple(
-        task for task in task_kinds() if not get_task(task).required_options))
+    tasks: tuple[str, ...] = field(default_factory=lambda: default_tasks(with_input=False))
     every_hours: float = 24.0
     lead_hours: float | None = None
     infill_region: Region | None = None

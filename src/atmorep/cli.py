@@ -458,14 +458,11 @@ def calibrate(
     precision: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
 ) -> None:
     """Calibrate the ensemble's spread on tiled predictions of held-out data (rewrites the checkpoint)."""
-    from atmorep.calibrate import CalibrationRequest
+    from atmorep.calibrate import CalibrationRequest, default_tasks
     from atmorep.calibrate import calibrate as run_calibration
-    from atmorep.tasks import get_task
-    from atmorep.train.calibration import task_kinds
 
-    default = [name for name in task_kinds()
-               if input_store is not None or not get_task(name).required_options]
-    request = CalibrationRequest(checkpoint, data, tuple(task or default), every_hours=every_hours,
+    tasks = tuple(task or default_tasks(with_input=input_store is not None))
+    request = CalibrationRequest(checkpoint, data, tasks, every_hours=every_hours,
                                  lead_hours=lead_hours, infill_region=infill_region, input=input_store,
                                  batch_size=batch_size, device=device, precision=precision)
     result = run_calibration(request)

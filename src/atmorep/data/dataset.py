@@ -135,10 +135,7 @@ class BoxDataset(IterableDataset):
             raise DataError(f"{key}: {len(stores)} stores for the {len(self.stores)} stores of the split; "
                             "give one per store, in the same order")
         for own, main in zip(stores, self.stores):
-            for axis in ("time", "latitude", "longitude"):
-                if not np.array_equal(getattr(own, axis), getattr(main, axis)):
-                    raise DataError(f"{key}: store '{own.path}' has other {axis} values than store "
-                                    f"'{main.path}' it pairs with; both need the same {axis}")
+            own.check_pairs_with(main, key)
 
     def _normalisation(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         scales = {}

@@ -112,6 +112,14 @@ class Store:
     def longitude(self) -> np.ndarray:
         return self._coordinate("longitude").astype(np.float64)
 
+    def check_pairs_with(self, other: Store, key: str,
+                         axes: tuple[str, ...] = ("time", "latitude", "longitude")) -> None:
+        """DataError (prefixed ``key``) unless this store has ``other``'s values along each of ``axes``."""
+        for axis in axes:
+            if not np.array_equal(getattr(self, axis), getattr(other, axis)):
+                raise DataError(f"{key}: store '{self.path}' has other {axis} values than store "
+                                f"'{other.path}' it pairs with; both need the same {axis}")
+
     @cached_property
     def level(self) -> np.ndarray:
         return self._coordinate("level").astype(np.float64) if "level" in self._group else np.zeros(0)

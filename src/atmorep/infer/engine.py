@@ -88,10 +88,7 @@ class ModelInput:
 
     def __init__(self, store: Store, data: Store, predictor: BoxPredictor) -> None:
         self.store, self.data = store, data
-        for axis in ("latitude", "longitude"):
-            if not np.array_equal(getattr(store, axis), getattr(data, axis)):
-                raise DataError(f"input '{store.path}' has other {axis} values than the data store "
-                                f"'{data.path}'; the correction input must be on the grid of the truth")
+        store.check_pairs_with(data, "input", axes=("latitude", "longitude"))  # its times are looked up
         self.levels = {f.name: store.level_indices(f.name, f.levels) for f in predictor.fields}
 
     def position(self, start: int, steps: int, time_step: int) -> int:

@@ -169,10 +169,10 @@ class Trainer:
         """Start from the fields of ``train.init`` (not when resuming: the run's own checkpoint wins)."""
         if config.train.init is None or find_checkpoint(self.run_dir) is not None:
             return
-        estimated = {name: model.fields[name].tail.scale.clone() for name in model.predicted
-                     if config.model.first_guess}
+        guessing = config.model.first_guess
+        estimated = {name: model.tails[name].scale.clone() for name in model.predicted} if guessing else {}
         fresh = load_fields(model, resolve_checkpoint(config.train.init), config.train.init_fields)
-        if config.model.first_guess:  # spread factors fitted elsewhere: train and validate the raw ensemble
+        if guessing:  # spread factors fitted elsewhere: train and validate the raw ensemble
             reset_spread(model)
             for name, kinds in fill_unestimated(model, estimated).items():
                 logger.info("field '%s': first-guess scales of %s estimated by this run (not in '%s')", name,
