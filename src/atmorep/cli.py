@@ -137,6 +137,8 @@ def data_simulate(
     seed: Annotated[int, typer.Option(help="Seed of the initial-state perturbation.")] = 0,
     perturbation: Annotated[float, typer.Option(help="Amplitude of the perturbation.")] = 1e-3,
     chunk_days: Annotated[float, typer.Option(help="Days per written chunk (resume granularity).")] = 10.0,
+    sst_offset: Annotated[float, typer.Option(
+        help="Kelvin added to the prescribed sea-surface temperature (a known forcing).")] = 0.0,
     forecast_of: Annotated[Path | None, typer.Option(
         help="A simulation store: write another model's forecasts of it instead (its spec is the truth's).")
     ] = None,
@@ -156,7 +158,8 @@ def data_simulate(
                   changed=[name for name, value, default in (
                       ("start", start, "2000-01-01"), ("days", days, 30.0), ("interval", interval, 1),
                       ("levels", levels, None), ("spinup-days", spinup_days, 30.0), ("seed", seed, 0),
-                      ("perturbation", perturbation, 1e-3)) if value != default])
+                      ("perturbation", perturbation, 1e-3), ("sst-offset", sst_offset, 0.0))
+                      if value != default])
         return
 
     spec_args = dict(
@@ -167,6 +170,7 @@ def data_simulate(
         seed=seed,
         perturbation=perturbation,
         chunk_days=chunk_days,
+        sst_offset=sst_offset,
     )
     parsed = _floats(levels, "levels")
     if parsed:

@@ -163,6 +163,8 @@ class TrainConfig(_Strict):
     max_minutes: float | None = Field(None, gt=0)  # wall-clock bound; stops cleanly when reached
     tasks: dict[str, float] = {"bert": 0.5, "forecast": 0.3, "interpolate": 0.1, "infill": 0.1}
     forecast_tokens: int = Field(1, ge=1)  # time tokens masked at the end of the box
+    # options of a task by name, e.g. {infill: {max_fraction: 1.0, regions: 2}} (docs/training.md)
+    task_options: dict[str, dict[str, Any]] = {}
     losses: dict[str, float] = {"crps_fair": 1.0, "mse_member": 0.1}
     latitude_weighting: bool = True
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: CUDA > MPS > CPU (atmorep.runtime)

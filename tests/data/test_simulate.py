@@ -232,3 +232,21 @@ def test_complete_store_is_left_alone_and_other_specs_refused(reference, monkeyp
     assert simulate(SHORT, reference, progress=False) == reference
     with pytest.raises(DataError, match=r"another spec: seed=0 \(requested 7\)"):
         simulate(dataclasses.replace(SHORT, seed=7), reference, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.sim
+def test_sst_offset_warms_the_air_above_the_ocean_from_below(reference, tmp_path):
+    warmer = dataclasses.replace(SHORT, sst_offset=4.0, fields=("t",))
+    t, reference_t = _open(simulate(warmer, tmp_path / "warm.zarr", progress=False)).t, _open(reference).t
+    weights = _area_weights(reference_t)
+    shift = ((t - reference_t).isel(time=-1) * weights).mean(("latitude", "longitude")) / weights.mean()
+    bottom, top = float(shift.sel(level=0.95)), float(shift.sel(level=0.025))
+    assert 0.3 < bottom < 4.0  # K after 3 days: the lowest level follows the ocean below it
+    assert abs(top) < bottom / 3  # the stratosphere has not felt it yet
+    assert json.loads(xr.open_zarr(tmp_path / "warm.zarr").attrs["atmorep_simulation"])["sst_offset"] == 4.0
+
+
+def test_sst_offset_is_bounded():
+    with pytest.raises(DataError, match="sst_offset: expected kelvin within"):
+        dataclasses.replace(SHORT, sst_offset=25.0)

@@ -109,8 +109,8 @@ def simulate_forecasts(truth: Path, out: Path, forecast: ForecastSpec, *, progre
     steps = int(steps)
     stored = xr.open_zarr(truth, consolidated=True)
     origin = str(spec.origin())
-    run = _Integration(spec.resolution, origin)
-    other = _Integration(spec.resolution, origin, forecast.physics)
+    run = _Integration(spec.resolution, origin, sst_offset=spec.sst_offset)
+    other = _Integration(spec.resolution, origin, forecast.physics, sst_offset=spec.sst_offset)
     attrs = {FORECAST_ATTR: json.dumps({**forecast.to_dict(), "truth": spec.to_dict()}),
              "title": f"forecasts of the simulation {truth.name} by SPEEDY with other physics",
              "source": f"{stored.attrs.get('source', 'jcm')}; physics changed: "

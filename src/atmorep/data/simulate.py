@@ -54,6 +54,7 @@ STATE_DIR = ".atmorep_sim_state"
 STATE_FILE = "state.msgpack"
 RUN_CONTROL = ("days", "chunk_days")  # spec fields the data does not depend on
 _DAY = 86400  # seconds
+MAX_SST_OFFSET = 10.0  # K; beyond, SPEEDY's physics leaves the climates it is tuned for
 _REST_TEMPERATURE = 288.0  # K, of jcm's (dinosaur's) isothermal rest state
 
 
@@ -73,6 +74,9 @@ class SimulationSpec:
             with white Gaussian noise; 0 means none, and then every seed gives the same run.
         chunk_days: days integrated (and held in memory) at a time; the restart granularity.
         fields: the fields to write, a subset of :data:`SIMULATED_FIELDS`.
+        sst_offset: kelvin added to the prescribed sea-surface temperature everywhere and at every
+            time of year (0: jcm's climatology as packaged): a known forcing, e.g. to make "years"
+            that differ by a uniform ocean warming.
     """
 
     start: str = "2000-01-01"
@@ -85,6 +89,7 @@ class SimulationSpec:
     perturbation: float = 1e-3
     chunk_days: float = 10.0
     fields: tuple[str, ...] = SIMULATED_FIELDS
+    sst_offset: float = 0.0
 
     def __post_init__(self) -> None:
         try:
@@ -97,7 +102,8 @@ class SimulationSpec:
                 raise DataError(f"SimulationSpec.{name}: expected a {'positive ' * (name != 'seed')}integer, "
                                 f"got {value}")
         kinds = {"output_interval_hours": int, "seed": int, "days": float, "spinup_days": float,
-                 "chunk_days": float, "perturbation": float, "levels": lambda v: tuple(map(float, v)),
+                 "chunk_days": float, "perturbation": float, "sst_offset": float,
+                 "levels": lambda v: tuple(map(float, v)),
                  "fields": lambda v: tuple(map(str, v))}
         for name, kind in kinds.items():  # plain numbers and tuples, for the JSON record and equality
             object.__setattr__(self, name, kind(getattr(self, name)))
@@ -117,6 +123,9 @@ class SimulationSpec:
             raise DataError(f"SimulationSpec.levels: expected distinct sigma levels, got {list(self.levels)}")
         if not self.perturbation >= 0:
             raise DataError(f"SimulationSpec.perturbation: expected a value >= 0, got {self.perturbation}")
+        if not abs(self.sst_offset) <= MAX_SST_OFFSET:
+            raise DataError(f"SimulationSpec.sst_offset: expected kelvin within +-{MAX_SST_OFFSET:g}, "
+                            f"got {self.sst_offset}")
 
     @property
     def interval_seconds(self) -> int:
@@ -210,7 +219,7 @@ def simulate(spec: SimulationSpec, out: Path, *, progress: bool = True) -> Path:
     if written is None:
         logger.info("%s: complete, nothing to do", out)
         return out
-    run = _Integration(spec.resolution, str(spec.origin()))
+    run = _Integration(spec.resolution, str(spec.origin()), sst_offset=spec.sst_offset)
     chunk_frames, day_per_frame = _intervals(spec, "chunk_days"), spec.interval_seconds / _DAY
     if written:
         written = _restore(run, spec, out)
@@ -406,11 +415,13 @@ def physics_parameters(physics: Physics) -> Any:
 
 
 @functools.lru_cache(maxsize=3)
-def _model(resolution: str, origin: str, physics: Physics = ()) -> tuple[Any, Any, set]:
+def _model(resolution: str, origin: str, physics: Physics = (),
+           sst_offset: float = 0.0) -> tuple[Any, Any, set]:
     """A SPEEDY model leaving rest at ``origin``, its forcing, and the chunk lengths compiled for it.
 
     The boundary data are the files packaged with jcm (native at T31, interpolated otherwise);
-    ``physics`` changes parameters of the physics (:func:`physics_parameters`).
+    ``physics`` changes parameters of the physics (:func:`physics_parameters`) and ``sst_offset``
+    (K) is added to the prescribed sea-surface temperature.
     Cached: jax compiles the integration per model object and chunk length, so runs of one origin
     (one start, spin-up and output interval) share the compilations.
     """
@@ -427,6 +438,10 @@ def _model(resolution: str, origin: str, physics: Physics = ()) -> tuple[Any, An
         warnings.simplefilter("ignore", DeprecationWarning)
         terrain = TerrainData.from_file(folder / "terrain.nc", coords)
         forcing = ForcingData.from_file(folder / "forcing.nc", coords, align_mode="wrap_year")
+    if sst_offset:
+        sst = forcing.sea_surface_temperature  # a TimeSeries [day of year, W, H] K
+        forcing = dataclasses.replace(forcing, sea_surface_temperature=sst.replace(
+            values=sst.values + np.asarray(sst_offset, np.asarray(sst.values).dtype)))
     model = _lean_model_class()(coords=coords, terrain=terrain,
                                 physics=speedy_physics(physics_parameters(physics)), start_time=origin)
     return model, forcing, set()
@@ -458,8 +473,10 @@ def _lean_model_class() -> type:
 class _Integration:
     """The model integrating from its origin; its state is saved and loaded with jcm's checkpoints."""
 
-    def __init__(self, resolution: str, origin: str, physics: Physics = ()) -> None:
-        self.model, self.forcing, self._lengths = _model(resolution, origin, tuple(physics))
+    def __init__(self, resolution: str, origin: str, physics: Physics = (), *,
+                 sst_offset: float = 0.0) -> None:
+        self.model, self.forcing, self._lengths = _model(resolution, origin, tuple(physics),
+                                                         float(sst_offset))
         self.model.bootstrap_state(self._rest_state())
         grid = self.model.coords.horizontal
         self.latitudes = np.rad2deg(np.asarray(grid.latitudes, np.float64))  # [H] ascending

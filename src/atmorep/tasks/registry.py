@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
+from atmorep.config import RunConfig
 from atmorep.tasks.base import MaskingError, Task
 from atmorep.tasks.bert import BertTask
 from atmorep.tasks.correct import CorrectTask
@@ -54,6 +55,28 @@ def make_task(name: str, **options: object) -> Task:
         raise MaskingError(f"masking task '{name}': unknown options {unknown}; known: {sorted(known)}")
     accepted = _options_of(TASKS[name])
     return TASKS[name](**{key: value for key, value in options.items() if key in accepted})
+
+
+def training_task(name: str, config: RunConfig) -> Task:
+    """The task ``name`` as a run trains with it: ``train.forecast_tokens`` and ``train.task_options[name]``.
+
+    Raises:
+        MaskingError: naming the key, for an unknown task, an option the task does not take, or a
+            value it refuses.
+    """
+    key = f"train.task_options.{name}"
+    if name not in TASKS:
+        raise MaskingError(f"{key}: unknown masking task '{name}'; registered: {sorted(TASKS)}")
+    options = dict(config.train.task_options.get(name, {}))
+    accepted = _options_of(TASKS[name]) - {"mask"}  # a mask is given at inference, never configured
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise MaskingError(f"{key}: task '{name}' takes no options {unknown}; it takes {sorted(accepted)}")
+    options.setdefault("forecast_tokens", config.train.forecast_tokens)
+    try:
+        return make_task(name, **options)
+    except (TypeError, ValueError) as error:  # a refused value (MaskingError is a ValueError)
+        raise MaskingError(f"{key}: {error}") from error
 
 
 def get_task(name: str, what: str = "task") -> Task:

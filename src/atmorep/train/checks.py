@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from atmorep.config import ConfigError, RunConfig
 from atmorep.model.multiformer import check_model_config
-from atmorep.tasks import TASKS, get_task
+from atmorep.tasks import TASKS, MaskingError, training_task
 from atmorep.train.losses import LOSSES
 
 
@@ -44,8 +44,16 @@ def check_train_config(config: RunConfig) -> None:
         if unknown:
             raise ConfigError(f"{key}: {unknown} are not fields of the run ({names})")
     check_model_config(config)
+    for name in train.task_options:
+        if name not in train.tasks:
+            raise ConfigError(f"train.task_options.{name}: '{name}' is not one of train.tasks "
+                              f"({', '.join(train.tasks)})")
     for name, weight in train.tasks.items():
-        reason = get_task(name).misfit(config) if weight > 0 else None
+        try:
+            task = training_task(name, config)
+        except MaskingError as error:
+            raise ConfigError(str(error)) from error
+        reason = task.misfit(config) if weight > 0 else None
         if reason is not None:
             raise ConfigError(reason)
 

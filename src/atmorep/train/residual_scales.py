@@ -29,6 +29,7 @@ from atmorep.data.statistics import Statistics
 from atmorep.numerics.first_guess import GUESS_KINDS, KIND_VISIBLE, first_guess, time_differences
 from atmorep.numerics.tokens import guide_tokens, tokenise_batch
 from atmorep.runtime import derive_seed
+from atmorep.tasks import training_task
 from atmorep.tasks.masking import mask_fields
 
 logger = logging.getLogger(__name__)
@@ -95,8 +96,7 @@ def estimate_scales(config: RunConfig, statistics: Statistics, batches: int = SC
         for number, task in enumerate(tasks):
             generator = torch.Generator().manual_seed(
                 derive_seed(config.train.seed, SCALE_STREAM, index, number))
-            masked = mask_fields(tokens, config.fields, task, generator, guide=guide,
-                                 forecast_tokens=config.train.forecast_tokens)
+            masked = mask_fields(tokens, config.fields, training_task(task, config), generator, guide=guide)
             for f in config.fields:
                 if f.predicted:
                     guess, kinds = first_guess(masked[f.name].tokens, masked[f.name].modes, f.token_size,

@@ -39,7 +39,7 @@ from atmorep.model.output import ModelOutput
 from atmorep.numerics.latitude import latitude_weights
 from atmorep.numerics.tokens import ALPHA_NAMES, guide_tokens, tokenise_batch
 from atmorep.runtime import Runtime, derive_seed
-from atmorep.tasks import draw_task, get_task
+from atmorep.tasks import draw_task, get_task, training_task
 from atmorep.tasks.masking import MaskedField, mask_fields
 from atmorep.train.losses import FieldLoss, combine_losses, crps_fair, mse_mean
 
@@ -71,7 +71,7 @@ class StepResult:
 def tasks_that_fit(config: RunConfig, tasks: Sequence[str]) -> tuple[str, ...]:
     """``tasks`` without those the box cannot hold (:meth:`atmorep.tasks.Task.misfit`: a forecast needs more
     time tokens than it masks, interpolation at least three)."""
-    return tuple(task for task in tasks if get_task(task).misfit(config) is None)
+    return tuple(task for task in tasks if training_task(task, config).misfit(config) is None)
 
 
 def masking_generator(seed: int, rank: int, step: int, micro: int = 0,
@@ -118,8 +118,8 @@ def forward_masked(model: nn.Module, batch: Batch, config: RunConfig, task: str,
     """
     batch = batch.to(runtime.device)
     tokens, alpha = tokenise_batch(batch, config.fields)
-    masked = mask_fields(tokens, config.fields, task, generator, guide=guide_tokens(batch, config.fields),
-                         forecast_tokens=config.train.forecast_tokens)
+    masked = mask_fields(tokens, config.fields, training_task(task, config), generator,
+                         guide=guide_tokens(batch, config.fields))
     with runtime.autocast():
         output = model({name: m.tokens for name, m in masked.items()},
                        {name: m.modes for name, m in masked.items()}, alpha)
