@@ -68,3 +68,23 @@ def test_predictions_that_are_not_twins_are_refused(factual, make_request, predi
     assert not (tmp_path / "x").exists()
     result = CliRunner().invoke(app, ["evaluate", str(factual), "-o", str(tmp_path / "y")])
     assert result.exit_code == 2 and "give --truth" in result.output
+
+
+def test_with_a_target_mask_only_the_predicted_points_count(factual, tmp_path):
+    """An infill store holds its input outside the hidden region: a shift there is no response."""
+    import xarray as xr
+
+    from atmorep.prediction_store import MASK
+
+    base = xr.open_zarr(factual).load()
+    hidden = (base["latitude"] > 0).broadcast_like(base["t"].isel(member=0, level=0, drop=True))
+    masked = base.assign({MASK: hidden.transpose("time", "prediction_timedelta", "latitude", "longitude")})
+    masked.to_zarr(tmp_path / "masked.zarr", consolidated=True)
+    counter = masked.copy()
+    counter["t"] = masked["t"] + xr.where(hidden, 2.0, -5.0)  # +2 K inside the mask, -5 K outside
+    counter.attrs["alpha"] = ["year=1950"]
+    counter.to_zarr(tmp_path / "counter.zarr", consolidated=True)
+    result = compare_counterfactual(tmp_path / "counter.zarr", tmp_path / "masked.zarr", tmp_path / "out")
+    t = result.table[result.table["field"] == "t"]
+    np.testing.assert_allclose(t["shift"], 2.0, rtol=1e-5)
+    np.testing.assert_allclose(t["rms_difference"], 2.0, rtol=1e-5)

@@ -4,8 +4,9 @@ A counterfactual store is a prediction made with ``atmorep infer --alpha ...`` (
 names the overrides); the factual store is the same request without them. Both must hold the same
 task, cases, lead times, grid and fields. :func:`compare_counterfactual` reports, per field, level and
 lead, the shift of the ensemble mean (area-weighted mean of counterfactual minus factual over cases and
-points), the RMS of that difference and the factual ensemble's spread for scale; and writes the mean
-difference maps (over cases, at the first level and lead) as a figure.
+points; over the predicted points only where the store has a target mask, as infill has), the RMS of
+that difference and the factual ensemble's spread for scale; and writes the mean difference maps
+(over cases, at the first level and lead) as a figure.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from atmorep.errors import DataError
-from atmorep.evaluate.metrics import weighted_mean
+from atmorep.evaluate.metrics import latitude_weights, weighted_mean
 from atmorep.evaluate.scoring import predicted_levels
 from atmorep.io import atomic_directory
 from atmorep.prediction_store import MASK, open_prediction
@@ -57,13 +58,21 @@ def _check_pair(counterfactual: xr.Dataset, factual: xr.Dataset, names: tuple[st
     return fields
 
 
-def _rows(field: str, counter: xr.DataArray, fact: xr.DataArray) -> list[dict]:
+def _rows(field: str, counter: xr.DataArray, fact: xr.DataArray, mask: xr.DataArray | None) -> list[dict]:
     difference = counter.mean("member") - fact.mean("member")  # (time, lead, [level], lat, lon)
     spread = fact.std("member", ddof=1) if fact.sizes.get("member", 1) > 1 else xr.zeros_like(difference)
     dims = ["time", "latitude", "longitude"]
-    shift = weighted_mean(difference, dims)
-    rms = np.sqrt(weighted_mean(difference ** 2, dims))
-    scale = np.sqrt(weighted_mean(spread ** 2, dims))
+    if mask is None:
+        def mean(values):
+            return weighted_mean(values, dims)
+    else:  # only the predicted points: the rest of an infill store is its input, the same in both
+        weights = latitude_weights(difference["latitude"]) * mask.astype(np.float64)  # (time, lead, lat, lon)
+
+        def mean(values):
+            return values.weighted(weights).mean(dims)
+    shift = mean(difference)
+    rms = np.sqrt(mean(difference ** 2))
+    scale = np.sqrt(mean(spread ** 2))
     frame = xr.Dataset({"shift": shift, "rms_difference": rms, "factual_spread": scale}).to_dataframe()
     frame = frame.reset_index()
     rows = []
@@ -98,16 +107,19 @@ def compare_counterfactual(counterfactual: str | Path, factual: str | Path, outp
     """
     counter, fact = open_prediction(counterfactual), open_prediction(factual)
     fields = _check_pair(counter, fact, (str(counterfactual), str(factual)))
+    mask = fact[MASK].astype(bool) if MASK in fact else None
     rows, maps = [], {}
     for field in fields:
         mine, theirs = counter[field], fact[field]
         if "level" in mine.dims:  # the levels this field is predicted at
             present = predicted_levels(mine)
             mine, theirs = mine.isel(level=present), theirs.isel(level=present)
-        rows += _rows(field, mine, theirs)
+        rows += _rows(field, mine, theirs, mask)
         first = {d: 0 for d in ("prediction_timedelta", "level") if d in mine.dims}
-        maps[field] = (mine.isel(first).mean(("member", "time"))
-                       - theirs.isel(first).mean(("member", "time"))).compute()
+        difference = mine.isel(first).mean("member") - theirs.isel(first).mean("member")
+        if mask is not None:
+            difference = difference.where(mask.isel({d: 0 for d in first if d in mask.dims}))
+        maps[field] = difference.mean("time").compute()
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     alpha = tuple(str(a) for a in counter.attrs["alpha"])
     output = Path(output)
