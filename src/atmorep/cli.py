@@ -134,6 +134,8 @@ def data_simulate(
         str | None, typer.Option(help="Sigma levels, comma-separated (default: all 8).")
     ] = None,
     spinup_days: Annotated[float, typer.Option(help="Spin-up before the first output.")] = 30.0,
+    resolution: Annotated[str, typer.Option(
+        help="Spectral truncation: T31 (96 x 48 grid), T63 (192 x 96), T21 or T42.")] = "T31",
     seed: Annotated[int, typer.Option(help="Seed of the initial-state perturbation.")] = 0,
     perturbation: Annotated[float, typer.Option(help="Amplitude of the perturbation.")] = 1e-3,
     chunk_days: Annotated[float, typer.Option(help="Days per written chunk (resume granularity).")] = 10.0,
@@ -158,7 +160,8 @@ def data_simulate(
                   changed=[name for name, value, default in (
                       ("start", start, "2000-01-01"), ("days", days, 30.0), ("interval", interval, 1),
                       ("levels", levels, None), ("spinup-days", spinup_days, 30.0), ("seed", seed, 0),
-                      ("perturbation", perturbation, 1e-3), ("sst-offset", sst_offset, 0.0))
+                      ("perturbation", perturbation, 1e-3), ("sst-offset", sst_offset, 0.0),
+                      ("resolution", resolution, "T31"))
                       if value != default])
         return
 
@@ -171,6 +174,7 @@ def data_simulate(
         perturbation=perturbation,
         chunk_days=chunk_days,
         sst_offset=sst_offset,
+        resolution=resolution,
     )
     parsed = _floats(levels, "levels")
     if parsed:
@@ -224,6 +228,9 @@ def data_prepare(
         help="Units of a time axis holding plain numbers, e.g. 'hours since 1940-01-01'.")] = None,
     transform: Annotated[list[str] | None, typer.Option(
         help="Store a field transformed, FIELD=log1p[:SCALE], e.g. tp=log1p (repeatable).")] = None,
+    grid: Annotated[str | None, typer.Option(
+        help="Coarse-grain onto this grid first (conservative average): T21, T31, T42, T63 or a store "
+             "whose grid to take.")] = None,
 ) -> None:
     """Prepare a store chunked for box sampling, with normalisation statistics: SRC... OUT."""
     from atmorep.data.prepare import prepare
@@ -250,6 +257,7 @@ def data_prepare(
         time_dim=time_dim,
         time_units=time_units,
         transforms=_pairs(transform, "transform"),
+        grid=grid,
     )
     console.print(f"prepared store written to [bold]{path}[/]")
     from atmorep.data.describe import describe_store

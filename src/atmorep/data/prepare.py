@@ -24,6 +24,7 @@ from atmorep.data.compute_statistics import (
     nan_report,
     reduce_store,
 )
+from atmorep.data.regrid import coarse_grain, target_grid
 from atmorep.data.store import STORE_FORMAT, Store
 from atmorep.data.time_axis import check_regular
 from atmorep.data.transforms import apply_transforms
@@ -65,6 +66,7 @@ def prepare(
     time_dim: str | None = None,
     time_units: str | None = None,
     transforms: Mapping[str, str] | None = None,
+    grid: str | Path | None = None,
 ) -> Path:
     """Write a prepared store from one or more source files or URLs.
 
@@ -82,6 +84,8 @@ def prepare(
             :func:`atmorep.data.sources.open_dataset`.
         transforms: ``{field: transform}`` applied to the stored values, see
             :mod:`atmorep.data.transforms` (e.g. ``{"tp": "log1p"}``).
+        grid: coarse-grain the sources first onto this grid: a Gaussian truncation (``"T31"``) or a
+            store whose latitudes and longitudes to take (:mod:`atmorep.data.regrid`).
 
     Returns:
         The path of the complete store.
@@ -93,14 +97,17 @@ def prepare(
         raise DataError(f"output store '{out}' already exists (use --overwrite to replace it)")
     ds = open_dataset([str(s) for s in sources], fields=fields, levels=levels, member=member,
                       filters=filters, rename=rename, time_dim=time_dim, time_units=time_units)
-    ds = apply_transforms(ds, dict(transforms or {}), origin=", ".join(map(str, sources)))
+    origin = ", ".join(map(str, sources))
+    if grid is not None:
+        ds = coarse_grain(ds, target_grid(grid), origin=origin)
+    ds = apply_transforms(ds, dict(transforms or {}), origin=origin)
     return prepare_dataset(
         ds,
         out,
         box=box,
         chunk_fraction=chunk_fraction,
         overwrite=overwrite,
-        origin=", ".join(map(str, sources)),
+        origin=origin,
     )
 
 

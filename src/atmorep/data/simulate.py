@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 
 SIGMA_LEVELS = (0.025, 0.095, 0.2, 0.34, 0.51, 0.685, 0.835, 0.95)  # SPEEDY's 8 full levels, top first
 SIMULATED_FIELDS = ("u", "v", "t", "q", "z", "sp", "vo", "d")
-TRUNCATIONS = {"T21": 21, "T31": 31, "T42": 42}  # T31 is native to the packaged boundary data
+TRUNCATIONS = {"T21": 21, "T31": 31, "T42": 42, "T63": 63}
+NATIVE_BOUNDARY_DATA = {"T63": "t63"}  # jcm's boundary data folders; T30 data ("t30/clim") serve the others
 RESOLUTIONS = tuple(TRUNCATIONS)
 SPEC_ATTR = "atmorep_simulation"
 COMPLETE_ATTR = "complete"
@@ -67,7 +68,8 @@ class SimulationSpec:
         days: length of the output period: ``days * 24 / output_interval_hours`` times from ``start``.
         output_interval_hours: hours between output times.
         levels: sigma levels to keep, a subset of :data:`SIGMA_LEVELS` (any order; stored ascending).
-        resolution: spectral truncation of the model, one of :data:`RESOLUTIONS` (T31: 96 x 48).
+        resolution: spectral truncation of the model, one of :data:`RESOLUTIONS` (T31: 96 x 48, T63:
+            192 x 96, each with its own packaged boundary data; T21 and T42 interpolate T31's).
         spinup_days: days integrated from rest before ``start`` and not written.
         seed: seed of the temperature perturbation added to the spun-up state.
         perturbation: relative amplitude of that perturbation, ``T -> T (1 + perturbation * noise)``
@@ -419,7 +421,7 @@ def _model(resolution: str, origin: str, physics: Physics = (),
            sst_offset: float = 0.0) -> tuple[Any, Any, set]:
     """A SPEEDY model leaving rest at ``origin``, its forcing, and the chunk lengths compiled for it.
 
-    The boundary data are the files packaged with jcm (native at T31, interpolated otherwise);
+    The boundary data are the files packaged with jcm (native at T31 and T63, interpolated otherwise);
     ``physics`` changes parameters of the physics (:func:`physics_parameters`) and ``sst_offset``
     (K) is added to the prescribed sea-surface temperature.
     Cached: jax compiles the integration per model object and chunk length, so runs of one origin
@@ -431,7 +433,7 @@ def _model(resolution: str, origin: str, physics: Physics = (),
     from jcm.physics.speedy.speedy_terms import speedy_physics
     from jcm.terrain import TerrainData
 
-    folder = Path(jcm.__file__).parent / "data" / "bc" / "t30" / "clim"
+    folder = Path(jcm.__file__).parent / "data" / "bc" / NATIVE_BOUNDARY_DATA.get(resolution, "t30/clim")
     coords = get_speedy_coords(layers=len(SIGMA_LEVELS), spectral_truncation=TRUNCATIONS[resolution])
     with warnings.catch_warnings():  # xarray and pandas deprecations inside jcm's interpolation in time
         warnings.simplefilter("ignore", FutureWarning)
