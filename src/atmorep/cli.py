@@ -265,6 +265,37 @@ def data_prepare(
     console.print(describe_store(path))
 
 
+@data_app.command("observe")
+@friendly_errors
+def data_observe(
+    source: Annotated[Path, typer.Argument(help="A gridded store to observe (e.g. a fine nature run).")],
+    out: Annotated[Path, typer.Argument(help="Output observation store (time, station).")],
+    sites: Annotated[int, typer.Option(help="Number of sites, drawn uniformly over the sphere.")] = 300,
+    fields: Annotated[str, typer.Option(help="Fields observed, comma-separated.")] = "t",
+    level: Annotated[float | None, typer.Option(
+        help="Level of level fields (default: the one nearest the surface).")] = None,
+    noise: Annotated[list[str] | None, typer.Option(
+        help="FIELD=STD of the measurement noise, in the field's units (repeatable; default t=0.5, "
+             "u=1, v=1, q=5e-4, sp=50).")] = None,
+    missing: Annotated[float, typer.Option(help="Probability that a value is missing.")] = 0.3,
+    seed: Annotated[int, typer.Option(help="Seed of the sites, noise and gaps.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output store.")] = False,
+) -> None:
+    """Sample observations at fixed sites from a gridded store, with noise and missing values."""
+    from atmorep.data.observations import ObservationSpec, observe
+
+    stds = {}
+    for name, text in _pairs(noise, "noise").items():
+        try:
+            stds[name] = float(text)
+        except ValueError:
+            raise AtmorepError(f"--noise {name}={text}: the standard deviation must be a number") from None
+    spec = ObservationSpec(sites=sites, fields=tuple(_names(fields) or ()), level=level, noise=stds,
+                           missing=missing, seed=seed)
+    path = observe(source, out, spec, overwrite=overwrite)
+    console.print(f"observations of {sites} sites written to [bold]{path}[/]")
+
+
 @data_app.command("stats")
 @friendly_errors
 def data_stats(

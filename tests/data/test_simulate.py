@@ -250,3 +250,23 @@ def test_sst_offset_warms_the_air_above_the_ocean_from_below(reference, tmp_path
 def test_sst_offset_is_bounded():
     with pytest.raises(DataError, match="sst_offset: expected kelvin within"):
         dataclasses.replace(SHORT, sst_offset=25.0)
+
+
+@pytest.mark.slow
+@pytest.mark.sim
+def test_a_t63_nature_run_coarse_grains_onto_the_t31_grid(reference, tmp_path):
+    """T63 runs on jcm's own T63 boundary data; averaged onto T31 it lands on the default corpus's grid."""
+    from atmorep.data.regrid import coarse_grain, gaussian_grid
+
+    fine_spec = dataclasses.replace(SHORT, resolution="T63", days=1.0, output_interval_hours=12,
+                                    spinup_days=0.5, fields=("t", "sp"))
+    fine = _open(simulate(fine_spec, tmp_path / "t63.zarr", progress=False))
+    assert fine.sizes == {"time": 2, "level": 8, "latitude": 96, "longitude": 192}
+    np.testing.assert_allclose(fine.latitude.values, gaussian_grid("T63").latitude.values, atol=1e-9)
+    assert 150 < fine.t.min() and fine.t.max() < 330 and 40000 < fine.sp.min() and fine.sp.max() < 110000
+    coarse = coarse_grain(fine, gaussian_grid("T31"))
+    t31 = _open(reference)
+    np.testing.assert_allclose(coarse.latitude.values, t31.latitude.values, atol=1e-9)
+    np.testing.assert_allclose(coarse.longitude.values, t31.longitude.values, atol=1e-9)
+    # the finer orography reaches higher: the lowest surface pressure of T63 is below its T31 average
+    assert float(fine.sp.min()) < float(coarse.sp.min())
