@@ -136,6 +136,8 @@ def data_simulate(
     spinup_days: Annotated[float, typer.Option(help="Spin-up before the first output.")] = 30.0,
     resolution: Annotated[str, typer.Option(
         help="Spectral truncation: T31 (96 x 48 grid), T63 (192 x 96), T21 or T42.")] = "T31",
+    fields: Annotated[str | None, typer.Option(
+        help="Fields to write, comma-separated (default: u,v,t,q,z,sp,vo,d; t2m on request).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the initial-state perturbation.")] = 0,
     perturbation: Annotated[float, typer.Option(help="Amplitude of the perturbation.")] = 1e-3,
     chunk_days: Annotated[float, typer.Option(help="Days per written chunk (resume granularity).")] = 10.0,
@@ -161,7 +163,7 @@ def data_simulate(
                       ("start", start, "2000-01-01"), ("days", days, 30.0), ("interval", interval, 1),
                       ("levels", levels, None), ("spinup-days", spinup_days, 30.0), ("seed", seed, 0),
                       ("perturbation", perturbation, 1e-3), ("sst-offset", sst_offset, 0.0),
-                      ("resolution", resolution, "T31"))
+                      ("resolution", resolution, "T31"), ("fields", fields, None))
                       if value != default])
         return
 
@@ -179,6 +181,8 @@ def data_simulate(
     parsed = _floats(levels, "levels")
     if parsed:
         spec_args["levels"] = tuple(parsed)
+    if fields:
+        spec_args["fields"] = tuple(_names(fields) or ())
     path = simulate(SimulationSpec(**spec_args), out)
     console.print(f"simulation written to [bold]{path}[/]")
 

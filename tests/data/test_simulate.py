@@ -259,9 +259,13 @@ def test_a_t63_nature_run_coarse_grains_onto_the_t31_grid(reference, tmp_path):
     from atmorep.data.regrid import coarse_grain, gaussian_grid
 
     fine_spec = dataclasses.replace(SHORT, resolution="T63", days=1.0, output_interval_hours=12,
-                                    spinup_days=0.5, fields=("t", "sp"))
+                                    spinup_days=0.5, fields=("t", "sp", "t2m"))
     fine = _open(simulate(fine_spec, tmp_path / "t63.zarr", progress=False))
     assert fine.sizes == {"time": 2, "level": 8, "latitude": 96, "longitude": 192}
+    assert fine.t2m.dims == ("time", "latitude", "longitude") and fine.t2m.attrs["units"] == "K"
+    # the near-surface diagnostic sits close to the lowest model level (sigma 0.95, about 500 m up)
+    offset = float((fine.t2m - fine.t.sel(level=0.95)).mean())
+    assert 0.0 < offset < 6.0 and 180 < fine.t2m.min() and fine.t2m.max() < 330
     np.testing.assert_allclose(fine.latitude.values, gaussian_grid("T63").latitude.values, atol=1e-9)
     assert 150 < fine.t.min() and fine.t.max() < 330 and 40000 < fine.sp.min() and fine.sp.max() < 110000
     coarse = coarse_grain(fine, gaussian_grid("T31"))

@@ -8,7 +8,8 @@ seeded noise, then integrates chunk by chunk and appends every chunk to a store 
 convention:
 
 * ``u, v, t, q, z, vo, d`` as ``[T, L, H, W]`` on sigma levels (``level`` ascending, top first,
-  attributes ``level_kind = "sigma"``, ``units = "1"``) and ``sp`` as ``[T, H, W]``; float32, SI
+  attributes ``level_kind = "sigma"``, ``units = "1"``), ``sp`` as ``[T, H, W]`` and, when asked
+  for, ``t2m`` (SPEEDY's near-surface air temperature diagnostic) as ``[T, H, W]``; float32, SI
   units (``z`` in m2 s-2, ``q`` in kg/kg, ``sp`` in Pa) and CF attributes from
   :data:`atmorep.fields.FIELD_SPECS`;
 * ``vo`` and ``d`` are the model's prognostic spectral vorticity and divergence on the grid, from
@@ -45,7 +46,8 @@ from atmorep.io import atomic_directory
 logger = logging.getLogger(__name__)
 
 SIGMA_LEVELS = (0.025, 0.095, 0.2, 0.34, 0.51, 0.685, 0.835, 0.95)  # SPEEDY's 8 full levels, top first
-SIMULATED_FIELDS = ("u", "v", "t", "q", "z", "sp", "vo", "d")
+DEFAULT_FIELDS = ("u", "v", "t", "q", "z", "sp", "vo", "d")
+SIMULATED_FIELDS = (*DEFAULT_FIELDS, "t2m")  # t2m: SPEEDY's near-surface air temperature diagnostic
 TRUNCATIONS = {"T21": 21, "T31": 31, "T42": 42, "T63": 63}
 NATIVE_BOUNDARY_DATA = {"T63": "t63"}  # jcm's boundary data folders; T30 data ("t30/clim") serve the others
 RESOLUTIONS = tuple(TRUNCATIONS)
@@ -75,7 +77,8 @@ class SimulationSpec:
         perturbation: relative amplitude of that perturbation, ``T -> T (1 + perturbation * noise)``
             with white Gaussian noise; 0 means none, and then every seed gives the same run.
         chunk_days: days integrated (and held in memory) at a time; the restart granularity.
-        fields: the fields to write, a subset of :data:`SIMULATED_FIELDS`.
+        fields: the fields to write, a subset of :data:`SIMULATED_FIELDS` (default
+            :data:`DEFAULT_FIELDS`; ``t2m`` is asked for by name).
         sst_offset: kelvin added to the prescribed sea-surface temperature everywhere and at every
             time of year (0: jcm's climatology as packaged): a known forcing, e.g. to make "years"
             that differ by a uniform ocean warming.
@@ -90,7 +93,7 @@ class SimulationSpec:
     seed: int = 0
     perturbation: float = 1e-3
     chunk_days: float = 10.0
-    fields: tuple[str, ...] = SIMULATED_FIELDS
+    fields: tuple[str, ...] = DEFAULT_FIELDS
     sst_offset: float = 0.0
 
     def __post_init__(self) -> None:
@@ -466,6 +469,9 @@ def _lean_model_class() -> type:
             spectral = {"vo": state.vorticity, "d": state.divergence}  # modal [L, M, N]
             nodal = {name: specs.dimensionalize(grid.to_nodal(modal), 1 / units.second).m
                      for name, modal in spectral.items()}  # [L, W, H] s-1
+            # near-surface air temperature [W, H] K, as SPEEDY's surface fluxes diagnosed it at the last
+            # physics step (the carry of the previous step's physics)
+            nodal["t2m"] = physics_state["_surface_flux"].t0
             dynamics = verify_state(self.dycore.to_physics_state(state))
             return Predictions(dynamics=dynamics, physics=nodal, times=None)
 
