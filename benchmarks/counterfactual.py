@@ -1,23 +1,25 @@
 """Counterfactuals against a known forcing: does another year or season move the prediction as the truth?
 
 On the default corpus every year has the same forcing, so alpha's year has nothing to encode. Here the
-"years" differ by a known forcing: the prescribed sea-surface temperature of year ``Y`` is raised by
-``(Y - 2000) * --kelvin-per-year`` (``atmorep data simulate --sst-offset``). Steps, each skipped when its
-output exists (working directory ``--root``, default ``atmorep-counterfactual``):
+"years" differ by a known forcing: forcing step ``i`` (0..7) is the calendar year ``2000 + i *
+--years-apart``, and its prescribed sea-surface temperature is raised by ``i * --kelvin-per-step``
+(``atmorep data simulate --sst-offset``). Steps, each skipped when its output exists (working
+directory ``--root``, default ``atmorep-counterfactual``):
 
 1. simulate a January and a July period of every year (seed = year, 30 days of spin-up from rest);
-   training years 2000-2002 and 2004-2006, validation January 2007, test year 2003 (held out, between
-   training years);
+   training steps 0-2 and 4-6, validation January of step 7, test step 3 (held out, between training
+   years);
 2. prepare each period; train the tiny model on the twelve training periods, with infill regions up to
    the whole box (``train.task_options``), for ``--steps`` steps;
 3. infill a band of latitudes (``REGION``, all longitudes) of the test periods, one case a day, factual
-   and with the overrides ``year=2003-k``, ``year=2003+k`` and ``day_of_year+=181`` (January state, July
-   conditions); compare each counterfactual with the factual store (``atmorep evaluate --factual``);
-4. the truth's response over the same points: per year of forcing, the least-squares slope of the band's
-   mean over the January periods of all years (so ``k`` years of forcing move it by ``k * slope``), and
-   for the season the July 2003 mean minus the January 2003 mean.
+   and with the overrides ``year=`` the test year minus and plus ``--steps-back`` forcing steps, and
+   ``day_of_year+=181`` (January state, July conditions); compare each counterfactual with the factual
+   store (``atmorep evaluate --factual``);
+4. the truth's response over the same points: per forcing step, the least-squares slope of the band's
+   mean over the January periods of all years (so ``k`` steps move it by ``k * slope``), and for the
+   season the test year's July mean minus its January mean.
 
-    python benchmarks/counterfactual.py [--root atmorep-counterfactual] [--steps 2500] [--years-back 3]
+    python benchmarks/counterfactual.py [--root atmorep-counterfactual] [--steps 2500] [--years-apart 1]
 
 Prints, per field and level, the model's shift, the truth's shift and their ratio (1 is the full known
 response, 0 none), and writes it as ``<root>/evaluation/response.csv``.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,30 +50,55 @@ from atmorep.quickstart import CONFIG, DONE
 from atmorep.tasks.infill import region_points
 from atmorep.train.loop import train
 
-TRAIN_YEARS = (2000, 2001, 2002, 2004, 2005, 2006)
-TEST_YEAR, VALIDATION_YEAR = 2003, 2007
+TRAIN_STEPS, TEST_STEP, VALIDATION_STEP = (0, 1, 2, 4, 5, 6), 3, 7  # "years" counted in forcing steps
 MONTHS = ("01", "07")
 DAYS, VALIDATION_DAYS, SPINUP_DAYS = 21.0, 7.0, 30.0
 LEVELS = (0.835, 0.51, 0.2)
 REGION = (-45.0, 45.0, 0.0, 360.0)  # lat_min, lat_max, lon_min, lon_max: wider than a box, all longitudes
 TASKS = "{forecast: 0.3, interpolate: 0.2, infill: 0.3, downscale: 0.1, bert: 0.1}"
-SEASON_SHIFT = "day_of_year+=181"  # 1 January + 181 days = 1 July (2003 is no leap year)
+SEASON_SHIFT = "day_of_year+=181"  # 1 January + 181 days = 1 July (in a year that is no leap year)
+
+
+@dataclass(frozen=True)
+class Years:
+    """Forcing step ``i`` is the year ``2000 + apart * i``, its SST raised by ``i * kelvin`` K."""
+
+    apart: int = 1
+    kelvin: float = 1.0
+
+    def year(self, step: int) -> int:
+        return 2000 + self.apart * step
+
+    @property
+    def train(self) -> tuple[int, ...]:
+        return tuple(self.year(step) for step in TRAIN_STEPS)
+
+    @property
+    def test(self) -> int:
+        return self.year(TEST_STEP)
+
+    @property
+    def validation(self) -> int:
+        return self.year(VALIDATION_STEP)
+
+    def offset(self, year: int) -> float:
+        return (year - 2000) / self.apart * self.kelvin
 
 
 def period_name(year: int, month: str) -> str:
     return f"{year}-{month}"
 
 
-def corpus(root: Path, kelvin_per_year: float, box: tuple[int, int, int]) -> dict[str, Path]:
+def corpus(root: Path, years: Years, box: tuple[int, int, int]) -> dict[str, Path]:
     """The prepared store of every period, simulated first where missing."""
-    periods = [(y, m, DAYS) for y in (TEST_YEAR, *TRAIN_YEARS) for m in MONTHS]
-    periods.append((VALIDATION_YEAR, "01", VALIDATION_DAYS))
+    periods = [(y, m, DAYS) for y in (years.test, *years.train) for m in MONTHS]
+    periods.append((years.validation, "01", VALIDATION_DAYS))
     stores = {}
     for year, month, days in periods:
         name = period_name(year, month)
         raw, store = root / "raw" / f"{name}.zarr", root / "data" / f"{name}.zarr"
         spec = SimulationSpec(start=f"{year}-{month}-01", days=days, spinup_days=SPINUP_DAYS, seed=year,
-                              levels=LEVELS, chunk_days=7.0, sst_offset=(year - 2000) * kelvin_per_year)
+                              levels=LEVELS, chunk_days=7.0, sst_offset=years.offset(year))
         simulate(spec, raw, progress=False)
         if not store.exists():
             prepare([str(raw)], store, fields=["t", "u", "v"], box=box)
@@ -78,12 +106,12 @@ def corpus(root: Path, kelvin_per_year: float, box: tuple[int, int, int]) -> dic
     return stores
 
 
-def trained(root: Path, stores: dict[str, Path], steps: int) -> Path:
+def trained(root: Path, stores: dict[str, Path], years: Years, steps: int) -> Path:
     run_dir = root / "runs" / "tiny"
     if not (run_dir / DONE).is_file():
-        train_stores = ",".join(str(stores[period_name(y, m)]) for y in TRAIN_YEARS for m in MONTHS)
+        train_stores = ",".join(str(stores[period_name(y, m)]) for y in years.train for m in MONTHS)
         config = load_config(CONFIG, [f"data.train=[{train_stores}]",
-                                      f"data.validation=[{stores[period_name(VALIDATION_YEAR, '01')]}]",
+                                      f"data.validation=[{stores[period_name(years.validation, '01')]}]",
                                       f"train.run_dir={run_dir}", "train.max_minutes=600",
                                       f"train.max_steps={steps}", f"train.tasks={TASKS}",
                                       "train.task_options={infill: {max_fraction: 1.0}}"])
@@ -111,14 +139,14 @@ def band_means(store: Path) -> xr.Dataset:
     return data.weighted(weights).mean(("time", "latitude", "longitude")).compute()
 
 
-def truth_response(stores: dict[str, Path]) -> tuple[xr.Dataset, xr.Dataset]:
-    """Per year of forcing: the slope of the January band means over all years; and July minus January."""
-    years = np.array(sorted((*TRAIN_YEARS, TEST_YEAR)), dtype=np.float64)
-    januaries = xr.concat([band_means(stores[period_name(int(y), "01")]) for y in years], dim="year")
-    januaries = januaries.assign_coords(year=years)
-    slope = januaries.polyfit("year", 1).sel(degree=1, drop=True)
+def truth_response(stores: dict[str, Path], years: Years) -> tuple[xr.Dataset, xr.Dataset]:
+    """Per forcing step: the slope of the January band means over all years; and July minus January."""
+    steps = np.array(sorted((*TRAIN_STEPS, TEST_STEP)), dtype=np.float64)
+    januaries = xr.concat([band_means(stores[period_name(years.year(int(i)), "01")]) for i in steps],
+                          dim="step")
+    slope = januaries.assign_coords(step=steps).polyfit("step", 1).sel(degree=1, drop=True)
     slope = slope.rename({f"{name}_polyfit_coefficients": name for name in ("t", "u", "v")})
-    july, january = (band_means(stores[period_name(TEST_YEAR, month)]) for month in ("07", "01"))
+    july, january = (band_means(stores[period_name(years.test, month)]) for month in ("07", "01"))
     season = july - january
     return slope, season
 
@@ -141,22 +169,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="atmorep-counterfactual")
     parser.add_argument("--steps", type=int, default=2500)
-    parser.add_argument("--kelvin-per-year", type=float, default=1.0)
-    parser.add_argument("--years-back", type=int, default=3)
+    parser.add_argument("--kelvin-per-step", type=float, default=1.0)
+    parser.add_argument("--years-apart", type=int, default=1, help="calendar years between forcing steps")
+    parser.add_argument("--steps-back", type=int, default=3, help="forcing steps of the year overrides")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    root = Path(args.root)
+    root, years = Path(args.root), Years(args.years_apart, args.kelvin_per_step)
     box = load_config(CONFIG).data.box.shape
-    stores = corpus(root, args.kelvin_per_year, box)
-    checkpoint = trained(root, stores, args.steps)
-    january, july = stores[period_name(TEST_YEAR, "01")], stores[period_name(TEST_YEAR, "07")]
+    stores = corpus(root, years, box)
+    checkpoint = trained(root, stores, years, args.steps)
+    january, july = stores[period_name(years.test, "01")], stores[period_name(years.test, "07")]
     predictions = root / "predictions"
     factual = infill(checkpoint, january, predictions / "january.zarr", box[0])
     infill(checkpoint, july, predictions / "july.zarr", box[0])  # the season's factual reference
-    k = args.years_back
-    slope, season = truth_response(stores)
-    experiments = [(f"year={TEST_YEAR - k}", -k * slope), (f"year={TEST_YEAR + k}", k * slope),
-                   (SEASON_SHIFT, season)]
+    k = args.steps_back
+    slope, season = truth_response(stores, years)
+    experiments = [(f"year={years.year(TEST_STEP - k)}", -k * slope),
+                   (f"year={years.year(TEST_STEP + k)}", k * slope), (SEASON_SHIFT, season)]
     rows = []
     for override, truth in experiments:
         name = override.replace("=", "").replace("+", "plus")
@@ -173,7 +202,7 @@ def main() -> None:
         float(factual_season[r.field].sel(level=r.level)) if r.override == SEASON_SHIFT else np.nan
         for r in frame.itertuples()]
     frame.to_csv(root / "evaluation" / "response.csv", index=False)
-    table = Table(title=f"counterfactual response over the hidden band {REGION}, test year {TEST_YEAR}")
+    table = Table(title=f"counterfactual response over the hidden band {REGION}, test year {years.test}")
     for column in ("override", "field", "level", "model shift", "truth shift", "ratio"):
         table.add_column(column)
     for r in frame.itertuples():
