@@ -11,7 +11,8 @@ directory ``--root``, default ``atmorep-counterfactual``):
    years);
 2. prepare each period; train the tiny model on the twelve training periods, with infill regions up to
    the whole box (``train.task_options``), for ``--steps`` steps;
-3. infill a band of latitudes (``REGION``, all longitudes) of the test periods, one case a day, factual
+3. infill a band of latitudes (``REGIONS``, all longitudes; then the whole globe, where nothing is
+   visible and the prediction depends on alpha alone) of the test periods, one case a day, factual
    and with the overrides ``year=`` the test year minus and plus ``--steps-back`` forcing steps, and
    ``day_of_year+=181`` (January state, July conditions); compare each counterfactual with the factual
    store (``atmorep evaluate --factual``);
@@ -54,7 +55,9 @@ TRAIN_STEPS, TEST_STEP, VALIDATION_STEP = (0, 1, 2, 4, 5, 6), 3, 7  # "years" co
 MONTHS = ("01", "07")
 DAYS, VALIDATION_DAYS, SPINUP_DAYS = 21.0, 7.0, 30.0
 LEVELS = (0.835, 0.51, 0.2)
-REGION = (-45.0, 45.0, 0.0, 360.0)  # lat_min, lat_max, lon_min, lon_max: wider than a box, all longitudes
+# hidden regions (lat_min, lat_max, lon_min, lon_max): a band wider than a box with context at its edges,
+# and the whole globe (nothing visible: the prediction depends on alpha alone)
+REGIONS = {"band": (-45.0, 45.0, 0.0, 360.0), "globe": (-90.0, 90.0, 0.0, 360.0)}
 TASKS = "{forecast: 0.3, interpolate: 0.2, infill: 0.3, downscale: 0.1, bert: 0.1}"
 SEASON_SHIFT = "day_of_year+=181"  # 1 January + 181 days = 1 July (in a year that is no leap year)
 
@@ -121,32 +124,34 @@ def trained(root: Path, stores: dict[str, Path], years: Years, steps: int) -> Pa
     return run_dir / "checkpoint"
 
 
-def infill(checkpoint: Path, store: Path, output: Path, window: int, alpha: tuple[str, ...] = ()) -> Path:
+def infill(checkpoint: Path, store: Path, output: Path, window: int, region: tuple[float, ...],
+           alpha: tuple[str, ...] = ()) -> Path:
     if not output.exists():
         times = xr.open_zarr(store)["time"].values
         cases = tuple(t for t in times[::24] if t + np.timedelta64(window - 1, "h") <= times[-1])
-        infer(InferenceRequest(checkpoint, store, output, task="infill", infill_region=REGION, times=cases,
+        infer(InferenceRequest(checkpoint, store, output, task="infill", infill_region=region, times=cases,
                                rollout="mean", batch_size=16, alpha=alpha))
     return output
 
 
-def band_means(store: Path) -> xr.Dataset:
-    """Area-weighted mean of each field and level over ``REGION`` and the whole period."""
+def band_means(store: Path, region: tuple[float, ...]) -> xr.Dataset:
+    """Area-weighted mean of each field and level over ``region`` and the whole period."""
     data = xr.open_zarr(store)[["t", "u", "v"]]
-    inside = region_points(data["latitude"].values, data["longitude"].values, REGION)  # [H, W]
+    inside = region_points(data["latitude"].values, data["longitude"].values, region)  # [H, W]
     weights = xr.DataArray(np.cos(np.deg2rad(data["latitude"].values))[:, None] * inside,
                            dims=("latitude", "longitude"))
     return data.weighted(weights).mean(("time", "latitude", "longitude")).compute()
 
 
-def truth_response(stores: dict[str, Path], years: Years) -> tuple[xr.Dataset, xr.Dataset]:
-    """Per forcing step: the slope of the January band means over all years; and July minus January."""
+def truth_response(stores: dict[str, Path], years: Years,
+                   region: tuple[float, ...]) -> tuple[xr.Dataset, xr.Dataset]:
+    """Per forcing step: the slope of the January means over all years; and July minus January."""
     steps = np.array(sorted((*TRAIN_STEPS, TEST_STEP)), dtype=np.float64)
-    januaries = xr.concat([band_means(stores[period_name(years.year(int(i)), "01")]) for i in steps],
+    januaries = xr.concat([band_means(stores[period_name(years.year(int(i)), "01")], region) for i in steps],
                           dim="step")
     slope = januaries.assign_coords(step=steps).polyfit("step", 1).sel(degree=1, drop=True)
     slope = slope.rename({f"{name}_polyfit_coefficients": name for name in ("t", "u", "v")})
-    july, january = (band_means(stores[period_name(years.test, month)]) for month in ("07", "01"))
+    july, january = (band_means(stores[period_name(years.test, month)], region) for month in ("07", "01"))
     season = july - january
     return slope, season
 
@@ -165,6 +170,36 @@ def model_shift(counter: Path, factual: Path, output: Path) -> pd.DataFrame:
     return table.groupby(["field", "level"])["shift"].mean()
 
 
+def responses(root: Path, name: str, region: tuple[float, ...], stores: dict[str, Path], years: Years,
+              checkpoint: Path, steps_back: int, window: int) -> pd.DataFrame:
+    """The model's and the truth's shift per override, field and level over the region's hidden points."""
+    january, july = stores[period_name(years.test, "01")], stores[period_name(years.test, "07")]
+    predictions = root / "predictions" / name
+    factual = infill(checkpoint, january, predictions / "january.zarr", window, region)
+    infill(checkpoint, july, predictions / "july.zarr", window, region)  # the season's factual reference
+    slope, season = truth_response(stores, years, region)
+    experiments = [(f"year={years.year(TEST_STEP - steps_back)}", -steps_back * slope),
+                   (f"year={years.year(TEST_STEP + steps_back)}", steps_back * slope), (SEASON_SHIFT, season)]
+    rows = []
+    for override, truth in experiments:
+        label = override.replace("=", "").replace("+", "plus")
+        output = predictions / f"january-{label}.zarr"
+        counter = infill(checkpoint, january, output, window, region, (override,))
+        shifts = model_shift(counter, factual, root / "evaluation" / name / label)
+        for (field, level), shift in shifts.items():
+            known = float(truth[field].sel(level=level, method="nearest"))
+            rows.append({"region": name, "override": override, "field": field, "level": level,
+                         "model_shift": shift, "truth_shift": known,
+                         "ratio": shift / known if known else np.nan})
+    # the model's own season difference given the July states (not a counterfactual: other cases)
+    factual_season = predicted_band_means(predictions / "july.zarr") - predicted_band_means(factual)
+    frame = pd.DataFrame(rows)
+    frame["factual_july_minus_january"] = [
+        float(factual_season[r.field].sel(level=r.level)) if r.override == SEASON_SHIFT else np.nan
+        for r in frame.itertuples()]
+    return frame
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="atmorep-counterfactual")
@@ -178,36 +213,15 @@ def main() -> None:
     box = load_config(CONFIG).data.box.shape
     stores = corpus(root, years, box)
     checkpoint = trained(root, stores, years, args.steps)
-    january, july = stores[period_name(years.test, "01")], stores[period_name(years.test, "07")]
-    predictions = root / "predictions"
-    factual = infill(checkpoint, january, predictions / "january.zarr", box[0])
-    infill(checkpoint, july, predictions / "july.zarr", box[0])  # the season's factual reference
-    k = args.steps_back
-    slope, season = truth_response(stores, years)
-    experiments = [(f"year={years.year(TEST_STEP - k)}", -k * slope),
-                   (f"year={years.year(TEST_STEP + k)}", k * slope), (SEASON_SHIFT, season)]
-    rows = []
-    for override, truth in experiments:
-        name = override.replace("=", "").replace("+", "plus")
-        counter = infill(checkpoint, january, predictions / f"january-{name}.zarr", box[0], (override,))
-        shifts = model_shift(counter, factual, root / "evaluation" / name)
-        for (field, level), shift in shifts.items():
-            known = float(truth[field].sel(level=level, method="nearest"))
-            rows.append({"override": override, "field": field, "level": level, "model_shift": shift,
-                         "truth_shift": known, "ratio": shift / known if known else np.nan})
-    # the model's own season difference given the July states (not a counterfactual: other cases)
-    factual_season = predicted_band_means(predictions / "july.zarr") - predicted_band_means(factual)
-    frame = pd.DataFrame(rows)
-    frame["factual_july_minus_january"] = [
-        float(factual_season[r.field].sel(level=r.level)) if r.override == SEASON_SHIFT else np.nan
-        for r in frame.itertuples()]
+    frame = pd.concat([responses(root, name, region, stores, years, checkpoint, args.steps_back, box[0])
+                       for name, region in REGIONS.items()])
     frame.to_csv(root / "evaluation" / "response.csv", index=False)
-    table = Table(title=f"counterfactual response over the hidden band {REGION}, test year {years.test}")
-    for column in ("override", "field", "level", "model shift", "truth shift", "ratio"):
+    table = Table(title=f"counterfactual response over the hidden points, test year {years.test}")
+    for column in ("region", "override", "field", "level", "model shift", "truth shift", "ratio"):
         table.add_column(column)
     for r in frame.itertuples():
-        table.add_row(r.override, r.field, f"{r.level:g}", f"{r.model_shift:+.3f}", f"{r.truth_shift:+.3f}",
-                      f"{r.ratio:.2f}")
+        table.add_row(r.region, r.override, r.field, f"{r.level:g}", f"{r.model_shift:+.3f}",
+                      f"{r.truth_shift:+.3f}", f"{r.ratio:.2f}")
     Console().print(table)
 
 
