@@ -22,8 +22,10 @@ directory ``--root``, default ``atmorep-counterfactual``):
 
     python benchmarks/counterfactual.py [--root atmorep-counterfactual] [--steps 2500] [--years-apart 1]
 
-Prints, per field and level, the model's shift, the truth's shift and their ratio (1 is the full known
-response, 0 none), and writes it as ``<root>/evaluation/response.csv``.
+Prints, per region, override, field and level, the model's mean shift, the truth's and their ratio (1 is
+the full known response, 0 none); and, for the pattern, the regression slope of the model's zonal-mean
+shift on the truth's across latitudes and their correlation (a season moves the hemispheres in
+opposite directions, which a mean hides). Writes it as ``<root>/evaluation/response.csv``.
 """
 
 from __future__ import annotations
@@ -134,26 +136,51 @@ def infill(checkpoint: Path, store: Path, output: Path, window: int, region: tup
     return output
 
 
-def band_means(store: Path, region: tuple[float, ...]) -> xr.Dataset:
-    """Area-weighted mean of each field and level over ``region`` and the whole period."""
+def zonal_means(store: Path, region: tuple[float, ...]) -> tuple[xr.Dataset, xr.DataArray]:
+    """Mean of each field and level over the period and the region's points of each latitude, and the
+    area weight of each latitude (``cos(latitude)`` times its number of points in the region)."""
     data = xr.open_zarr(store)[["t", "u", "v"]]
     inside = region_points(data["latitude"].values, data["longitude"].values, region)  # [H, W]
-    weights = xr.DataArray(np.cos(np.deg2rad(data["latitude"].values))[:, None] * inside,
-                           dims=("latitude", "longitude"))
-    return data.weighted(weights).mean(("time", "latitude", "longitude")).compute()
+    mask = xr.DataArray(inside, dims=("latitude", "longitude"))
+    weights = np.cos(np.deg2rad(data["latitude"])) * mask.sum("longitude")
+    return data.where(mask).mean(("time", "longitude")).compute(), weights
+
+
+def area_mean(zonal: xr.Dataset | xr.DataArray, weights: xr.DataArray):
+    return zonal.fillna(0.0).weighted(weights).mean("latitude")
 
 
 def truth_response(stores: dict[str, Path], years: Years,
-                   region: tuple[float, ...]) -> tuple[xr.Dataset, xr.Dataset]:
-    """Per forcing step: the slope of the January means over all years; and July minus January."""
+                   region: tuple[float, ...]) -> tuple[xr.Dataset, xr.Dataset, xr.DataArray]:
+    """Zonal means of the region per forcing step (the slope over the January periods of all years)
+    and of the season (July minus January of the test year), with the latitudes' area weights."""
     steps = np.array(sorted((*TRAIN_STEPS, TEST_STEP)), dtype=np.float64)
-    januaries = xr.concat([band_means(stores[period_name(years.year(int(i)), "01")], region) for i in steps],
-                          dim="step")
-    slope = januaries.assign_coords(step=steps).polyfit("step", 1).sel(degree=1, drop=True)
+    januaries = [zonal_means(stores[period_name(years.year(int(i)), "01")], region) for i in steps]
+    weights = januaries[0][1]
+    stacked = xr.concat([zonal for zonal, _ in januaries], dim="step").assign_coords(step=steps)
+    slope = stacked.polyfit("step", 1).sel(degree=1, drop=True)
     slope = slope.rename({f"{name}_polyfit_coefficients": name for name in ("t", "u", "v")})
-    july, january = (band_means(stores[period_name(years.test, month)], region) for month in ("07", "01"))
-    season = july - january
-    return slope, season
+    july, january = (zonal_means(stores[period_name(years.test, month)], region)[0] for month in ("07", "01"))
+    return slope, july - january, weights
+
+
+def predicted_zonal_shift(counter: Path, factual: Path) -> xr.Dataset:
+    """Counterfactual minus factual ensemble mean over the hidden points, per level and latitude."""
+    ours, theirs = xr.open_zarr(counter), xr.open_zarr(factual)
+    difference = ours[["t", "u", "v"]].mean("member") - theirs[["t", "u", "v"]].mean("member")
+    hidden = theirs["target_mask"].astype(bool)
+    return difference.where(hidden).mean(("time", "prediction_timedelta", "longitude")).compute()
+
+
+def pattern_fit(model: xr.DataArray, truth: xr.DataArray, weights: xr.DataArray) -> tuple[float, float]:
+    """Area-weighted regression slope (through zero) of the model's zonal shift on the truth's, and
+    their correlation across latitudes."""
+    valid = np.isfinite(model.values) & np.isfinite(truth.values) & (weights.values > 0)
+    m, t, w = model.values[valid], truth.values[valid], weights.values[valid]
+    slope = float((w * m * t).sum() / (w * t * t).sum())
+    mc, tc = m - np.average(m, weights=w), t - np.average(t, weights=w)
+    correlation = float((w * mc * tc).sum() / np.sqrt((w * mc * mc).sum() * (w * tc * tc).sum()))
+    return slope, correlation
 
 
 def predicted_band_means(prediction: Path) -> xr.Dataset:
@@ -177,7 +204,7 @@ def responses(root: Path, name: str, region: tuple[float, ...], stores: dict[str
     predictions = root / "predictions" / name
     factual = infill(checkpoint, january, predictions / "january.zarr", window, region)
     infill(checkpoint, july, predictions / "july.zarr", window, region)  # the season's factual reference
-    slope, season = truth_response(stores, years, region)
+    slope, season, weights = truth_response(stores, years, region)
     experiments = [(f"year={years.year(TEST_STEP - steps_back)}", -steps_back * slope),
                    (f"year={years.year(TEST_STEP + steps_back)}", steps_back * slope), (SEASON_SHIFT, season)]
     rows = []
@@ -186,11 +213,15 @@ def responses(root: Path, name: str, region: tuple[float, ...], stores: dict[str
         output = predictions / f"january-{label}.zarr"
         counter = infill(checkpoint, january, output, window, region, (override,))
         shifts = model_shift(counter, factual, root / "evaluation" / name / label)
+        zonal = predicted_zonal_shift(counter, factual)
         for (field, level), shift in shifts.items():
-            known = float(truth[field].sel(level=level, method="nearest"))
+            known_zonal = truth[field].sel(level=level, method="nearest")
+            known = float(area_mean(known_zonal, weights))
+            fit, correlation = pattern_fit(zonal[field].sel(level=level), known_zonal, weights)
             rows.append({"region": name, "override": override, "field": field, "level": level,
                          "model_shift": shift, "truth_shift": known,
-                         "ratio": shift / known if known else np.nan})
+                         "ratio": shift / known if known else np.nan,
+                         "zonal_slope": fit, "zonal_correlation": correlation})
     # the model's own season difference given the July states (not a counterfactual: other cases)
     factual_season = predicted_band_means(predictions / "july.zarr") - predicted_band_means(factual)
     frame = pd.DataFrame(rows)
@@ -217,11 +248,13 @@ def main() -> None:
                        for name, region in REGIONS.items()])
     frame.to_csv(root / "evaluation" / "response.csv", index=False)
     table = Table(title=f"counterfactual response over the hidden points, test year {years.test}")
-    for column in ("region", "override", "field", "level", "model shift", "truth shift", "ratio"):
+    for column in ("region", "override", "field", "level", "model shift", "truth shift", "ratio",
+                   "zonal slope", "zonal corr."):
         table.add_column(column)
     for r in frame.itertuples():
         table.add_row(r.region, r.override, r.field, f"{r.level:g}", f"{r.model_shift:+.3f}",
-                      f"{r.truth_shift:+.3f}", f"{r.ratio:.2f}")
+                      f"{r.truth_shift:+.3f}", f"{r.ratio:.2f}", f"{r.zonal_slope:.2f}",
+                      f"{r.zonal_correlation:.2f}")
     Console().print(table)
 
 
