@@ -9,8 +9,8 @@ data.
 - :func:`persistence`: the state at initialisation, held for every lead time.
 - :func:`climatology_forecast`: the climatology at each valid time.
 - :func:`coarsen` and :func:`upsample`: block-mean coarsening, and bilinear or bicubic
-  interpolation back to a finer grid, periodic in longitude (downscaling).
-- :func:`unwrapped_longitude`: a regional grid's longitudes made increasing across 0 degrees east.
+  interpolation back to a finer grid, periodic in longitude (downscaling), with the weight matrices
+  of :func:`atmorep.numerics.interpolation.spline_weights`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Literal, TypeVar
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.interpolate import make_interp_spline
 
 from atmorep.errors import DataError
 from atmorep.evaluate.climatology import as_times, climatology_at, select_variables_like
+from atmorep.numerics.interpolation import spline_weights
 
 Data = TypeVar("Data", xr.DataArray, xr.Dataset)
 Method = Literal["bilinear", "bicubic"]
@@ -159,16 +159,6 @@ def _block_means(field: xr.DataArray, factor: int) -> xr.DataArray:
     return coarse.transpose(*field.dims).assign_attrs(field.attrs)
 
 
-def unwrapped_longitude(longitude: np.ndarray, origin: float | None = None) -> np.ndarray:
-    """Longitudes ``[W]`` taken into ``[origin, origin + 360)``, ``origin`` the first by default.
-
-    A grid increasing modulo 360 (e.g. 340, 0, 20 degrees east) becomes increasing (340, 360, 380).
-    """
-    longitude = np.asarray(longitude)
-    origin = longitude[0] if origin is None else origin
-    return origin + np.mod(longitude - origin, 360.0)
-
-
 def _is_full_circle(longitude: np.ndarray) -> bool:
     """Whether equally spaced longitudes cover the whole circle (spacing x count = 360)."""
     if longitude.size < 2:
@@ -180,17 +170,10 @@ def _is_full_circle(longitude: np.ndarray) -> bool:
 def _interpolate_grid(values: np.ndarray, latitude: np.ndarray, longitude: np.ndarray,
                       target_latitude: np.ndarray, target_longitude: np.ndarray,
                       order: int, periodic: bool) -> np.ndarray:
-    """Tensor-product spline interpolation ``[..., H, W] -> [..., H', W']``, longitude first."""
-    values = values.astype(np.float64)
-    if periodic:  # close the circle: [..., W + 1], the first column repeated at lon0 + 360
-        longitude = np.append(longitude, longitude[0] + 360.0)
-        values = np.concatenate([values, values[..., :1]], axis=-1)
-        target_longitude = unwrapped_longitude(target_longitude, origin=longitude[0])
-    boundary = "periodic" if periodic and order > 1 else None
-    along_longitude = make_interp_spline(longitude, values, k=order, axis=-1, bc_type=boundary)
-    values = along_longitude(target_longitude)  # [..., H, W']
-    along_latitude = make_interp_spline(latitude, values, k=order, axis=-2)  # not-a-knot ends
-    return along_latitude(target_latitude)  # [..., H', W']; beyond the end points: end pieces extended
+    """Tensor-product spline interpolation ``[..., H, W] -> [..., H', W']`` (:func:`spline_weights`)."""
+    columns = spline_weights(longitude, target_longitude, order, periodic)  # [W', W]
+    rows = spline_weights(latitude, target_latitude, order)  # [H', H]; not-a-knot ends
+    return np.einsum("ih,...hw,jw->...ij", rows, values.astype(np.float64), columns, optimize=True)
 
 
 def _upsample_array(coarse: xr.DataArray, target_latitude: np.ndarray, target_longitude: np.ndarray,

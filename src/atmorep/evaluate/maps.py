@@ -8,8 +8,8 @@ import numpy as np
 import xarray as xr
 
 from atmorep.errors import DataError
-from atmorep.evaluate.baseline_methods import unwrapped_longitude
 from atmorep.evaluate.climatology import valid_times
+from atmorep.numerics.interpolation import unwrapped_longitude
 
 __all__ = ["MapCase", "map_case"]
 

@@ -26,8 +26,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from atmorep.evaluate.baseline_methods import unwrapped_longitude
 from atmorep.fields import field_spec
+from atmorep.numerics.interpolation import unwrapped_longitude
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -50,6 +50,7 @@ import xarray as xr
 from atmorep.errors import DataError
 from atmorep.evaluate import baseline_methods
 from atmorep.evaluate.truth import LazyStore
+from atmorep.numerics.interpolation import unwrapped_longitude
 from atmorep.numerics.temporal_fit import CONTEXT_STEPS, TREND_DAMPING, temporal_weights
 from atmorep.tasks import get_task
 
@@ -207,7 +208,7 @@ def _spatial(context: Context) -> xr.DataArray:
 
 def _upsampled(context: Context, method: baseline_methods.Method) -> xr.DataArray:
     longitude = context.truth["longitude"].values
-    unwrapped = baseline_methods.unwrapped_longitude(longitude)  # increasing across 0/360
+    unwrapped = unwrapped_longitude(longitude)  # increasing across 0/360
     truth = context.truth.assign_coords(longitude=unwrapped)
     coarse = baseline_methods.coarsen(truth, int(context.attrs["coarsen_factor"]))
     fine = baseline_methods.upsample(coarse, truth["latitude"].values, unwrapped, method)
