@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from atmorep.errors import DataError
-from atmorep.evaluate.metrics import latitude_weights, weighted_mean
+from atmorep.evaluate.metrics import latitude_weights
 from atmorep.evaluate.scoring import predicted_levels
 from atmorep.io import atomic_directory
 from atmorep.prediction_store import MASK, open_prediction
@@ -62,14 +62,13 @@ def _rows(field: str, counter: xr.DataArray, fact: xr.DataArray, mask: xr.DataAr
     difference = counter.mean("member") - fact.mean("member")  # (time, lead, [level], lat, lon)
     spread = fact.std("member", ddof=1) if fact.sizes.get("member", 1) > 1 else xr.zeros_like(difference)
     dims = ["time", "latitude", "longitude"]
-    if mask is None:
-        def mean(values):
-            return weighted_mean(values, dims)
-    else:  # only the predicted points: the rest of an infill store is its input, the same in both
-        weights = latitude_weights(difference["latitude"]) * mask.astype(np.float64)  # (time, lead, lat, lon)
+    weights = latitude_weights(difference["latitude"])
+    if mask is not None:  # only the predicted points: the rest of an infill store is the same input in both
+        weights = weights * mask.astype(np.float64)  # (time, lead, lat, lon)
 
-        def mean(values):
-            return values.weighted(weights).mean(dims)
+    def mean(values):
+        return values.weighted(weights).mean(dims, skipna=False)
+
     shift = mean(difference)
     rms = np.sqrt(mean(difference ** 2))
     scale = np.sqrt(mean(spread ** 2))
