@@ -99,3 +99,17 @@ def test_prepare_coarse_grains_first(tmp_path):
                                    "--grid", "T99"])
     assert bad.exit_code != 0 and "grid 'T99'" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_level_fields_keep_their_order_of_dimensions(tmp_path):
+    """A field with levels comes out (time, level, latitude, longitude), as the store reader expects."""
+    values = np.random.default_rng(2).normal(280.0, 5.0, (2, 3, 180, 360)).astype(np.float32)
+    fine = xr.Dataset({"t": (("time", "level", "latitude", "longitude"), values, {"units": "K"}),
+                       "sp": (("time", "latitude", "longitude"), values[:, 0] * 300.0)},
+                      coords={"time": np.array(["2000-01-01T00", "2000-01-01T01"], "datetime64[ns]"),
+                              "level": [0.2, 0.5, 0.9], "latitude": FINE_LAT, "longitude": FINE_LON})
+    coarse = coarse_grain(fine, COARSE)
+    assert coarse["t"].dims == ("time", "level", "latitude", "longitude")
+    assert coarse["sp"].dims == ("time", "latitude", "longitude")
+    one_level = coarse_grain(fine[["t"]].isel(level=[1]), COARSE)["t"].values
+    np.testing.assert_allclose(coarse["t"].values[:, 1:2], one_level, rtol=1e-6)

@@ -71,8 +71,8 @@ def coarse_grain(ds: xr.Dataset, target: xr.Dataset, origin: str = "<dataset>") 
 
     attrs = {name: ds[name].attrs for name in ds.data_vars}
     coarse = ds.regrid.conservative(target, latitude_coord="latitude", skipna=False)
-    coarse = coarse.transpose(*[d for d in ds.dims if d in coarse.dims])
-    for name, var in coarse.data_vars.items():
+    for name, var in coarse.data_vars.items():  # each variable in its source's order of dimensions
+        var = var.transpose(*ds[name].dims)
         var.attrs.update(attrs[name])
         coarse[name] = var.astype(ds[name].dtype)
     coarse.attrs = dict(ds.attrs)
