@@ -448,6 +448,13 @@ def infer(
         Path | None, typer.Option("--input", help="Correct: prepared store of another model's forecast "
                                                   "to correct (on the grid of --data).")
     ] = None,
+    target: Annotated[
+        Path | None, typer.Option(help="Tail: the fine store or observation store whose grid or sites "
+                                       "the tail predicts on.")
+    ] = None,
+    backbone: Annotated[
+        Path | None, typer.Option(help="Tail: its backbone, when not where it was fine-tuned.")
+    ] = None,
     overlap: Annotated[float, typer.Option(help="Tile overlap: fraction of the box (<1) or points.")] = 0.5,
     batch_size: Annotated[int, typer.Option(help="Tiles per model call.")] = 8,
     rollout: Annotated[
@@ -462,11 +469,17 @@ def infer(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
-    """Zero-shot inference with a trained model over a region or the globe (WeatherBench-2 zarr output)."""
+    """Zero-shot inference with a trained model over a region or the globe (WeatherBench-2 zarr output);
+    with a tail checkpoint, the tail over --start..--end on the grid or sites of --target."""
     from atmorep.checkpoint import resolve_checkpoint
     from atmorep.infer.engine import infer as run_inference
     from atmorep.infer.request import InferenceRequest, reference_times
     from atmorep.progress import progress_bar
+    from atmorep.tails.saved import is_tail_checkpoint
+
+    if is_tail_checkpoint(checkpoint):
+        _infer_tail(checkpoint, data, output, target, start, end, backbone, device, overwrite)
+        return
 
     if rollout not in ("members", "mean"):
         raise AtmorepError(f"--rollout must be 'members' or 'mean', got '{rollout}'")
@@ -481,6 +494,28 @@ def infer(
     console.print(f"wrote {result.output}: {result.cases} cases, {result.tiles} tiles in "
                   f"{result.seconds:.1f} s "
                   f"({result.tiles_per_second:.1f} tiles/s, {result.fields_per_second:.2f} domain passes/s)")
+
+
+def _infer_tail(checkpoint: Path, data: Path, output: Path, target: Path | None, start: str | None,
+                end: str | None, backbone: Path | None, device: str, overwrite: bool) -> None:
+    import numpy as np
+
+    from atmorep.progress import progress_bar
+    from atmorep.runtime import detect_device
+    from atmorep.tails.apply import TailRequest, apply_tail
+
+    if target is None or start is None or end is None:
+        raise AtmorepError(f"'{checkpoint}' is a tail: give --target (the fine store or observation store "
+                           "to predict on), --start and --end (the period, end included)")
+    try:
+        last = str(np.datetime64(end, "s") + np.timedelta64(1, "s"))
+    except ValueError:
+        raise AtmorepError(f"--end: '{end}' is not a date or time") from None
+    request = TailRequest(checkpoint=checkpoint, coarse=data, target=target, output=output, start=start,
+                          end=last, backbone=backbone, device=str(detect_device(device)), overwrite=overwrite)
+    with progress_bar("tail", console) as advance:
+        written = apply_tail(request, progress=advance)
+    console.print(f"wrote {written}")
 
 
 @app.command("calibrate")
@@ -595,12 +630,22 @@ def evaluate(
     factual: Annotated[Path | None, typer.Option(
         help="The factual twin of a counterfactual prediction (made with --alpha): compare the two.")] = None,
     maps: Annotated[bool, typer.Option(help="Draw maps of truth, prediction, error and spread.")] = True,
+    coarse: Annotated[Path | None, typer.Option(
+        help="Tail output: the coarse store the tail read (its interpolants are the baselines).")] = None,
+    zero_shot: Annotated[Path | None, typer.Option(
+        help="Downscaling tail: the backbone's own downscaling of --truth (infer --task downscale).")] = None,
+    observations: Annotated[Path | None, typer.Option(
+        help="Observation tail: the observation store to score against.")] = None,
 ) -> None:
-    """Score predictions and baselines (--truth); compare a counterfactual with its twin (--factual)."""
+    """Score predictions and baselines (--truth); compare a counterfactual with its twin (--factual);
+    score a tail's output (--coarse with --truth or --observations)."""
     from atmorep.evaluate.counterfactual import compare_counterfactual
     from atmorep.evaluate.run import evaluate as run_evaluation
     from atmorep.evaluate.run import summary_tables
 
+    if coarse is not None:
+        _evaluate_tail(predictions, output, truth, coarse, zero_shot, observations)
+        return
     if truth is None and factual is None:
         raise AtmorepError("give --truth (to score the predictions) or --factual (to compare a "
                            "counterfactual)")
@@ -620,6 +665,25 @@ def evaluate(
         console.print(f"{', '.join(compared.alpha)} against {factual}: {compared.output}")
 
 
+def _evaluate_tail(predictions: list[Path], output: Path, truth: Path | None, coarse: Path,
+                   zero_shot: Path | None, observations: Path | None) -> None:
+    from atmorep.evaluate.tails import score_downscaling, score_sites
+    from atmorep.io import atomic_write_text
+
+    if len(predictions) != 1 or (truth is None) == (observations is None):
+        raise AtmorepError("a tail's output is scored one at a time, with --coarse and either --truth "
+                           "(downscaling) or --observations (observation tail)")
+    if observations is not None:
+        table = score_sites(str(predictions[0]), str(observations), str(coarse))
+    else:
+        table = score_downscaling(str(predictions[0]), str(truth), str(coarse),
+                                  str(zero_shot) if zero_shot else None)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "tail_scores.csv", table.to_csv(index=False, float_format="%.5g"))
+    console.print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    console.print(f"table: {output / 'tail_scores.csv'}")
+
+
 # ------------------------------------------------------------------------------------------ train
 
 
@@ -637,6 +701,24 @@ def train(
     result = train_command(config, overrides or [], resume=resume)
     if distributed_env().is_main:
         console.print(summarise_result(result))
+
+
+@app.command("finetune")
+@friendly_errors
+def finetune(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Fine-tuning configuration (YAML).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+) -> None:
+    """Fine-tune a tail (downscaling, observation sites) on a pre-trained model (see docs/tails.md)."""
+    from atmorep.tails.config import load_finetune_config
+    from atmorep.tails.finetune import finetune as run_finetune
+
+    settings = load_finetune_config(config, overrides or [])
+    result = run_finetune(settings, progress=lambda step, record: console.print(
+        f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step")))
+    console.print(f"{result.steps} steps in {result.seconds:.0f} s; tail checkpoint: {result.checkpoint}")
+    for name, value in result.validation.items():
+        console.print(f"  validation {name}: {value:.4g}")
 
 
 def run() -> None:  # pragma: no cover - console script entry point for python -m

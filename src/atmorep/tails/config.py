@@ -1,0 +1,141 @@
+"""The validated configuration of a tail's fine-tuning (``atmorep finetune --config``).
+
+Example (docs/tails.md)::
+
+    tail:
+      name: grid                        # a registered tail (atmorep.tails.registry)
+      backbone: runs/tiny/checkpoint    # the pre-trained multiformer
+      coarse: data/coarse.zarr          # the backbone's input, and the products the first guess uses
+      target: data/fine.zarr            # grid: a finer store; sites: an observation store
+      fields: [t@0.835, t2m]            # what the tail predicts: FIELD or FIELD@LEVEL
+      options: {hidden: 256}
+    periods:
+      train: [2000-01-06, 2000-02-05]
+      validation: [2000-02-05, 2000-02-15]
+    train:
+      run_dir: runs/downscale
+      backbone_lr_ratio: 0.0            # 0 freezes the backbone
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from atmorep.config import ConfigError, OptimConfig, apply_overrides, format_validation_error
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Target(_Strict):
+    """One predicted quantity: a field at a level, or a field without levels (``level`` None)."""
+
+    field: str
+    level: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        name, _, level = str(text).partition("@")
+        if not name:
+            raise ValueError(f"'{text}' is not FIELD or FIELD@LEVEL")
+        try:
+            return cls(field=name, level=float(level) if level else None)
+        except ValueError:
+            raise ValueError(f"'{text}': the level after '@' must be a number") from None
+
+    @property
+    def label(self) -> str:
+        return self.field if self.level is None else f"{self.field}@{self.level:g}"
+
+
+class TailSpec(_Strict):
+    name: str
+    backbone: str
+    coarse: str
+    target: str
+    fields: tuple[Target, ...] = Field(min_length=1)
+    options: dict[str, Any] = {}
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _parse_fields(cls, value: Any) -> Any:
+        items = [value] if isinstance(value, str) else list(value)
+        return tuple(Target.parse(item) if isinstance(item, str) else item for item in items)
+
+
+class Periods(_Strict):
+    """Half-open time ranges ``[start, end)`` of the target data, ISO dates or datetimes."""
+
+    train: tuple[str, str]
+    validation: tuple[str, str]
+
+    @field_validator("train", "validation", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:  # YAML reads 2000-01-06 as a date
+        if isinstance(value, list | tuple):
+            return tuple(v.isoformat() if hasattr(v, "isoformat") else v for v in value)
+        return value
+
+    @field_validator("train", "validation")
+    @classmethod
+    def _ordered(cls, value: tuple[str, str]) -> tuple[str, str]:
+        start, end = (np.datetime64(v, "s") for v in value)  # ValueError names the bad text
+        if end <= start:
+            raise ValueError(f"the end {value[1]} must be after the start {value[0]}")
+        return value
+
+    def bounds(self, name: str) -> tuple[np.datetime64, np.datetime64]:
+        start, end = getattr(self, name)
+        return np.datetime64(start, "s"), np.datetime64(end, "s")
+
+
+class FinetuneTrain(_Strict):
+    run_dir: str = "runs/tail"
+    seed: int = 0
+    max_steps: int = Field(1000, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+    boxes_per_batch: int = Field(4, ge=1)
+    backbone_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)  # 0 freezes the backbone
+    losses: dict[str, float] = {"crps_fair": 1.0, "mse_member": 0.1}
+    optim: OptimConfig = OptimConfig(lr=1e-3, warmup_steps=50)
+    log_every: int = Field(50, ge=1)
+    validate_every: int = Field(250, ge=1)
+    validation_boxes: int = Field(64, ge=1)
+    device: str = "auto"
+
+
+class FinetuneConfig(_Strict):
+    tail: TailSpec
+    periods: Periods
+    train: FinetuneTrain = FinetuneTrain()
+
+
+def resolve_finetune_config(data: dict, overrides: tuple[str, ...] | list[str] = (),
+                            source: str = "config") -> FinetuneConfig:
+    """Validate a fine-tuning config dict after ``key=value`` overrides (relative paths are taken from
+    where the command runs)."""
+    merged = apply_overrides(dict(data), overrides)
+    try:
+        return FinetuneConfig.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+def load_finetune_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> FinetuneConfig:
+    """Load a fine-tuning YAML file (see the module docstring) and apply overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {error}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+    return resolve_finetune_config(data, overrides, source=str(path))
