@@ -30,7 +30,7 @@ from atmorep.numerics.coarsening import coarsen
 from atmorep.numerics.modes import COARSENED, MASKED, VISIBLE
 from atmorep.prediction_store import open_prediction
 from atmorep.tasks.infill import region_points
-from tests.infer.conftest import FIELDS, NAN_FROM, hours, store_time
+from tests.infer.conftest import FIELDS, NAN_FROM, hours, prepare_variant, store_time
 
 WRAPPED = (-40.0, 40.0, 300.0, 60.0)  # a region across the 0/360 meridian: 9 x 13 points, 2 x 3 tiles
 WRAPPED_TILES = 6  # latitude: 1 + ceil((9 - 8) / 4), longitude: 1 + ceil((13 - 8) / 4), overlap 4 points
@@ -191,6 +191,17 @@ def test_downscaling_identity_gives_the_block_means_of_the_truth(make_request, p
         assert_float32_equal(values[..., :2, :2], truth[:, :2, :2].mean(axis=(1, 2))[:, None, None])
         # 19 latitudes: the last block holds one row
         assert_float32_equal(values[..., 18, 4:6], truth[:, 18, 4:6].mean(axis=1)[:, None])
+
+
+def test_downscaling_runs_zero_shot_on_a_grid_finer_than_the_model_and_forecasting_does_not(
+        make_request, infer_root, tmp_path):
+    fine = prepare_variant(infer_root / "fine-5deg.zarr", nlat=37, nlon=72)  # the model's grid is 10 degrees
+    prediction = infer(make_request(data=fine, task="downscale", coarsen_factor=2))
+    written = open_prediction(prediction.output)
+    assert written.sizes["latitude"] == 37 and written.sizes["longitude"] == 72
+    assert np.isfinite(written.t.values).all()
+    with pytest.raises(DataError, match="degree grid"):
+        infer(make_request(data=fine, output=tmp_path / "forecast.zarr"))
 
 
 def test_infill_fills_the_region_and_keeps_the_truth_outside(make_request, predictor, truth_store):

@@ -130,8 +130,10 @@ class InferencePlan:
     level_indices: dict[str, list[int]] = field(default_factory=dict)
 
 
-def check_compatible(store: Store, config: RunConfig, meta: dict, checkpoint: Path) -> dict[str, list[int]]:
-    """The store's level indices of every model field; DataError if the store cannot feed the model."""
+def check_compatible(store: Store, config: RunConfig, meta: dict, checkpoint: Path,
+                     finer: bool = False) -> dict[str, list[int]]:
+    """The store's level indices of every model field; DataError if the store cannot feed the model
+    (``finer``: a grid finer than the model's is fed to it as it is, a zero-shot use)."""
     indices = {}
     for f in config.fields:
         if f.name not in store.fields:
@@ -148,7 +150,8 @@ def check_compatible(store: Store, config: RunConfig, meta: dict, checkpoint: Pa
         raise DataError(f"checkpoint '{checkpoint}' was trained on {kind} levels, store '{store.path}' has "
                         f"{store.level_kind.value} levels")
     resolution = meta.get("resolution")
-    if resolution and not np.isclose(resolution, store.resolution, rtol=0.02):
+    finer_store = finer and resolution and store.resolution < resolution
+    if resolution and not finer_store and not np.isclose(resolution, store.resolution, rtol=0.02):
         raise DataError(f"checkpoint '{checkpoint}' was trained on a {resolution:.4g} degree grid, store "
                         f"'{store.path}' has {store.resolution:.4g} degrees; regrid the data first")
     return indices
@@ -304,7 +307,8 @@ def check_request(request: InferenceRequest) -> None:
 def plan_inference(request: InferenceRequest, store: Store, config: RunConfig, meta: dict) -> InferencePlan:
     """Check a request against the model and the store (see the module docstring)."""
     check_request(request)
-    levels = check_compatible(store, config, meta, request.checkpoint)
+    levels = check_compatible(store, config, meta, request.checkpoint,
+                              finer=inference_task(request.task).finer_grids)
     layout = inference_task(request.task).layout(config)
     box = tuple(config.data.box.shape)
     domain = domain_of(store, request.region, (box[1], box[2]))

@@ -118,6 +118,7 @@ class Task(ABC):
         with_mask: its predictions hide points of given steps and carry the point mask.
         rolls_out: leads past the box are reached by feeding predictions back (forecast).
         inference: whether it exists at inference (BERT is a training task only).
+        finer_grids: it may run on a grid finer than the model's (zero-shot downscaling).
         validated_when_trained: validation scores it whenever training draws it (tasks that only make
             sense with their own data, model correction), beside the fixed validation tasks.
     """
@@ -134,6 +135,7 @@ class Task(ABC):
     with_mask: ClassVar[bool] = False
     rolls_out: ClassVar[bool] = False
     inference: ClassVar[bool] = True
+    finer_grids: ClassVar[bool] = False
     validated_when_trained: ClassVar[bool] = False
 
     # ------------------------------------------------------------------------------------ training

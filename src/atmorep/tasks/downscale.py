@@ -30,6 +30,7 @@ class DownscaleTask(Task):
     required_attrs = ("coarsen_factor",)
     options = ("coarsen_factor",)
     output_attrs = ("coarsen_factor",)
+    finer_grids = True
 
     def select(self, shape: Shape5, generator: torch.Generator, field: FieldConfig) -> Tensor:
         return torch.ones(shape, dtype=torch.bool, device=generator.device)
