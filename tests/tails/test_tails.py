@@ -219,3 +219,16 @@ def test_config_errors_name_the_key(backbone, coarse, fine, tmp_path):
     data["tail"]["name"] = "perceiver"
     with pytest.raises(ConfigError, match="no tail 'perceiver'"):
         finetune(resolve_finetune_config(data))
+
+
+def test_the_site_offsets_and_gains_start_at_each_sites_exact_linear_fit(model, period, coarse, observations):
+    recipe = get_tail("sites")
+    spec = resolve_finetune_config(site_config(model.directory, coarse, observations, model.directory)).tail
+    setup = recipe.setup(spec, period)
+    pairs = recipe.pairs(spec, period, setup)
+    offset, gain = pairs.linear_fit()  # observed = OFFSET + SLOPE * guess at every site, a quarter missing
+    mean, std, scale = setup["mean"][0], setup["std"][0], setup["scale"][0]
+    # to float32 rounding of the stored observations (0.008 Pa of a 1 Pa signal per site)
+    np.testing.assert_allclose(gain.numpy(), (SLOPE - 1.0) * std / scale, rtol=1e-2)
+    np.testing.assert_allclose(offset.numpy(), (OFFSET + (SLOPE - 1.0) * mean) / scale, rtol=1e-2)
+    assert offset.shape == (len(setup["stations"]), 1)

@@ -73,7 +73,7 @@ class Backbone:
 
     def identity(self) -> dict:
         """What a tail's checkpoint records of its backbone."""
-        return {"path": str(self.directory), "sha256": self.digest, "levels": self.meta["levels"],
+        return {"path": str(self.directory.resolve()), "sha256": self.digest, "levels": self.meta["levels"],
                 "box": list(self.box), "token_size": list(self.token_size)}
 
     def check_identity(self, recorded: Mapping, where: str) -> None:

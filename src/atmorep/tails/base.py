@@ -58,6 +58,9 @@ class Tail(nn.Module):
         """``[M, E, P]`` scaled corrections from features ``[B, nT, nH, nW, C]``."""
         raise NotImplementedError
 
+    def initialise(self, pairs) -> None:
+        """Set what can be measured on the fine-tuning data before the first step (none by default)."""
+
     def members(self, features: Tensor, batch: TailBatch) -> tuple[Tensor, Tensor]:
         """The members ``[M, E, P]`` in tail units (spread-calibrated outside training) and the residuals."""
         residual = self.residuals(features, batch)

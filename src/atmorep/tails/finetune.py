@@ -61,6 +61,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, dict], None] | Non
                                                  *config.periods.bounds("validation")), setup)
     sizes = recipe.sizes(pairs, setup)
     tail = recipe.build(spec, backbone, sizes).to(device)
+    tail.initialise(pairs)
     optimizer, scheduler = _optimiser(tail, backbone, config, device)
     run_dir = Path(train.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -133,6 +133,12 @@ class GridPairs:
         truth = self._blocks(self._units(self.fine.truth), boxes) if with_truth else None
         return TailBatch(guess.float(), scale.float(), target, truth, {"fine_index": index})
 
+    def mean_residual(self) -> Tensor:
+        """``[K * Hf * Wf]`` the mean over the period of ``(truth - guess) / scale`` at every fine point
+        (what the offsets start from)."""
+        error = (self.fine.truth - self.fine.guess).mean(axis=1) / self.scale[:, None, None]  # [K, Hf, Wf]
+        return torch.from_numpy(error.reshape(-1).astype(np.float32))
+
     def to_grid(self, members: Tensor, boxes: Sequence[BoxAt]) -> np.ndarray:
         """Members ``[M, E, K * Q]`` in tail units -> ``[B, K, E, T, f H, f W]`` physical boxes."""
         nt, nh, nw = self.coarse.backbone.grid
@@ -164,6 +170,12 @@ class GridTail(Tail):
                                    nn.Linear(hidden, hidden), nn.GELU())
         self.head = EnsembleTail(hidden, values, members)
         self.offset = nn.Parameter(torch.zeros(points)) if points else None
+
+    @torch.no_grad()
+    def initialise(self, pairs: GridPairs) -> None:
+        """The offsets start at the mean correction of each fine point over the fine-tuning period."""
+        if self.offset is not None:
+            self.offset.copy_(pairs.mean_residual())
 
     def residuals(self, features: Tensor, batch: TailBatch) -> Tensor:
         states = features.flatten(0, 3)  # [M, C]

@@ -78,6 +78,9 @@ def load_tail(directory: str | Path, backbone: str | Path | None = None,
     meta = read_tail_meta(directory)
     kept = directory / BACKBONE
     source = backbone or (kept if kept.is_dir() else meta["backbone"]["path"])
+    if backbone is None and not Path(source).is_dir():
+        raise CheckpointError(f"tail checkpoint '{directory}': its backbone '{source}' is not there; give "
+                              "the backbone it was fine-tuned on with --backbone")
     model = Backbone(source, device)
     model.check_identity(meta["backbone"], str(directory))
     model.model.eval().requires_grad_(False)

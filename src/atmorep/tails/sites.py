@@ -59,6 +59,8 @@ class SitePeriod:
     Attributes:
         observed: ``[K, T, S]`` physical values, NaN where missing.
         guess: ``[K, T, S]`` the coarse products at the sites (bilinear).
+        stencil: ``[K, T, S, 16]`` the coarse products at the 4 x 4 grid points around each site.
+        cell: ``[S, 2]`` where in its grid cell each site lies (fractions of a row and a column).
         latitude, longitude: ``[S]``; row, column: ``[S]`` fractional coarse grid indices.
     """
 
@@ -74,6 +76,7 @@ class SitePeriod:
         columns = spline_weights(coarse.longitude, self.longitude, 1, periodic=coarse.global_longitude)
         self.guess = np.stack([np.einsum("si,tij,sj->ts", rows, coarse.products[t.label], columns,
                                          optimize=True) for t in targets]).astype(np.float32)
+        self.stencil, self.cell = stencil(coarse, targets, self.row, self.column)
         self.observed = None
         if truth:
             self.observed = self._read(ds, coarse, targets, path)
@@ -101,6 +104,23 @@ class SitePeriod:
             raise DataError(f"observation store '{path}': no valid observation of {labels} "
                             "in the period at the chosen stations")
         return observed
+
+
+STENCIL = 4  # coarse points per axis around a site that the tail sees
+
+
+def stencil(coarse: CoarsePeriod, targets: Sequence[Target], row: np.ndarray,
+            column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse products at the ``4 x 4`` grid points around each site ``[K, T, S, 16]`` (rows clamped
+    at the grid's edges, columns periodic on a global grid) and the site's place in its cell ``[S, 2]``."""
+    (_, height, width), offsets = coarse.shape, np.arange(STENCIL) - (STENCIL // 2 - 1)
+    low_row, low_column = np.floor(row).astype(np.int64), np.floor(column).astype(np.int64)
+    rows = np.clip(low_row[:, None] + offsets[None], 0, height - 1)  # [S, 4]
+    columns = low_column[:, None] + offsets[None]
+    columns = np.mod(columns, width) if coarse.global_longitude else np.clip(columns, 0, width - 1)
+    values = np.stack([coarse.products[t.label][:, rows[:, :, None], columns[:, None, :]] for t in targets])
+    cell = np.stack([row - low_row, column - low_column], axis=-1).astype(np.float32)
+    return values.reshape(*values.shape[:3], -1).astype(np.float32), cell  # [K, T, S, 16], [S, 2]
 
 
 def site_indices(coarse: CoarsePeriod, latitude: np.ndarray, longitude: np.ndarray,
@@ -155,6 +175,30 @@ class SitePairs:
         self.site_ids = np.asarray(site_ids, np.int64)
         self.position = position_features(sites.latitude, sites.longitude).astype(np.float32)
 
+    def linear_fit(self) -> tuple[Tensor, Tensor]:
+        """Per training site and target ``[sites, K]`` the least-squares ``a + c * g`` of the scaled
+        correction ``(observed - guess) / scale`` on the guess ``g`` in tail units, over its valid
+        observations in the period (``c = 0`` with fewer than two): where the offsets and gains start.
+        """
+        mean, std, scale = (v[:, None, None] for v in (self.mean, self.std, self.scale))
+        goal = (self.sites.observed - self.sites.guess) / scale  # [K, T, S]
+        guess = (self.sites.guess - mean) / std
+        valid = np.isfinite(goal)
+        count = np.maximum(valid.sum(axis=1), 1)
+        goal_mean = np.where(valid, goal, 0.0).sum(axis=1) / count  # [K, S]
+        guess_mean = np.where(valid, guess, 0.0).sum(axis=1) / count
+        centred = np.where(valid, guess - guess_mean[:, None], 0.0)
+        variance = (centred ** 2).sum(axis=1)
+        gain = np.where(variance > 1e-9, (centred * np.where(valid, goal, 0.0)).sum(axis=1)
+                        / np.maximum(variance, 1e-9), 0.0)
+        offset = goal_mean - gain * guess_mean
+        known = self.site_ids >= 0
+        sites = int(self.site_ids.max(initial=-1)) + 1
+        out = [np.zeros((sites, self.targets), np.float32) for _ in range(2)]
+        for array, values in zip(out, (offset, gain), strict=True):
+            array[self.site_ids[known]] = values[:, known].T
+        return torch.from_numpy(out[0]), torch.from_numpy(out[1])
+
     def rows(self, boxes: Sequence[BoxAt], with_truth: bool = True) -> dict[str, np.ndarray]:
         """Per row: box, time index, site, target, and its position in the box's token grid.
 
@@ -201,6 +245,9 @@ class SitePairs:
                  "x": torch.from_numpy(rows["x"].astype(np.float32)),
                  "site": torch.from_numpy(self.site_ids[s]),
                  "position": torch.from_numpy(self.position[s]),
+                 "stencil": torch.from_numpy(((self.sites.stencil[k, t, s] - self.sites.guess[k, t, s, None])
+                                              / std[:, None]).astype(np.float32)),
+                 "cell": torch.from_numpy(self.sites.cell[s]),
                  "time": torch.from_numpy(t), "station": torch.from_numpy(s)}
         return TailBatch(torch.from_numpy(guess.astype(np.float32))[:, None],
                          torch.from_numpy((self.scale[k] / std).astype(np.float32))[:, None],
@@ -240,19 +287,30 @@ class SiteTail(Tail):
     def __init__(self, channels: int, targets: int, hours: int, sites: int, members: int = 8,
                  hidden: int = 128) -> None:
         super().__init__(targets)
-        self.trunk = nn.Sequential(nn.Linear(channels + 1 + 3, hidden), nn.GELU(),
+        self.trunk = nn.Sequential(nn.Linear(channels + 1 + 3 + STENCIL ** 2 + 2, hidden), nn.GELU(),
                                    nn.Linear(hidden, hidden), nn.GELU())
         self.head = EnsembleTail(hidden, targets * hours, members)
         self.offset = nn.Parameter(torch.zeros(sites, targets)) if sites else None
+        self.gain = nn.Parameter(torch.zeros(sites, targets)) if sites else None
+
+    @torch.no_grad()
+    def initialise(self, pairs: SitePairs) -> None:
+        """The offsets and gains start at each training site's linear fit (:meth:`SitePairs.linear_fit`)."""
+        if self.offset is not None:
+            offset, gain = pairs.linear_fit()
+            self.offset.copy_(offset)
+            self.gain.copy_(gain)
 
     def residuals(self, features: Tensor, batch: TailBatch) -> Tensor:
         extra = batch.extra
         states = interpolate_features(features, extra["box"], extra["token"], extra["y"], extra["x"])
-        hidden = self.trunk(torch.cat([states, batch.guess, extra["position"]], dim=-1))
+        inputs = [states, batch.guess, extra["position"], extra["stencil"], extra["cell"]]
+        hidden = self.trunk(torch.cat(inputs, dim=-1))
         members = self.head(hidden)  # [M, E, K * tt]
         residual = members.gather(2, extra["select"][:, None, None].expand(-1, members.shape[1], 1))
         if self.offset is not None:
             known = extra["site"] >= 0
-            offset = self.offset[extra["site"].clamp(min=0), batch.target[:, 0]] * known
-            residual = residual + offset[:, None, None]
+            site, target = extra["site"].clamp(min=0), batch.target[:, 0]
+            linear = (self.offset[site, target] + self.gain[site, target] * batch.guess[:, 0]) * known
+            residual = residual + linear[:, None, None]
         return residual  # [M, E, 1]

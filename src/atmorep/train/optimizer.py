@@ -17,7 +17,7 @@ from atmorep.config import OptimConfig
 logger = logging.getLogger(__name__)
 
 _NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.RMSNorm)
-_TABLES = ("kind_tokens",)  # learned vectors looked up by index, embedding tables in all but type
+_TABLES = ("kind_tokens", "offset", "gain")  # looked up by index: tables of learned values
 
 
 def no_decay_names(model: nn.Module) -> set[str]:
