@@ -34,6 +34,7 @@ from atmorep.checkpoint import resolve_checkpoint
 from atmorep.data.observations import ObservationSpec, observe
 from atmorep.data.prepare import prepare
 from atmorep.data.simulate import SimulationSpec, simulate
+from atmorep.evaluate.plots import plot_tail_spectra
 from atmorep.evaluate.tails import score_downscaling, score_sites
 from atmorep.infer.engine import infer
 from atmorep.infer.request import InferenceRequest, reference_times
@@ -122,8 +123,10 @@ def main() -> None:
                            args.steps)
     downscaled = run_tail(grid, paths["coarse"], paths["fine"], predictions / "grid.zarr")
     shot = zero_shot(args.backbone, paths["fine"], predictions / "zero-shot.zarr")
-    table = score_downscaling(str(downscaled), str(paths["fine"]), str(paths["coarse"]), str(shot))
+    table, spectra = score_downscaling(str(downscaled), str(paths["fine"]), str(paths["coarse"]), str(shot))
     atomic_write_text(evaluation / "downscaling.csv", table.to_csv(index=False, float_format="%.5g"))
+    atomic_write_text(evaluation / "spectra.csv", spectra.to_csv(index=False, float_format="%.6g"))
+    plot_tail_spectra(spectra, evaluation / "spectra.png")
     console.print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
     tables = []

@@ -667,18 +667,22 @@ def evaluate(
 
 def _evaluate_tail(predictions: list[Path], output: Path, truth: Path | None, coarse: Path,
                    zero_shot: Path | None, observations: Path | None) -> None:
+    from atmorep.evaluate.plots import plot_tail_spectra
     from atmorep.evaluate.tails import score_downscaling, score_sites
     from atmorep.io import atomic_write_text
 
     if len(predictions) != 1 or (truth is None) == (observations is None):
         raise AtmorepError("a tail's output is scored one at a time, with --coarse and either --truth "
                            "(downscaling) or --observations (observation tail)")
+    output.mkdir(parents=True, exist_ok=True)
     if observations is not None:
         table = score_sites(str(predictions[0]), str(observations), str(coarse))
     else:
-        table = score_downscaling(str(predictions[0]), str(truth), str(coarse),
-                                  str(zero_shot) if zero_shot else None)
-    output.mkdir(parents=True, exist_ok=True)
+        table, spectra = score_downscaling(str(predictions[0]), str(truth), str(coarse),
+                                           str(zero_shot) if zero_shot else None)
+        atomic_write_text(output / "tail_spectra.csv", spectra.to_csv(index=False, float_format="%.6g"))
+        plot_tail_spectra(spectra, output / "tail_spectra.png")
+        console.print(f"spectra: {output / 'tail_spectra.csv'}, {output / 'tail_spectra.png'}")
     atomic_write_text(output / "tail_scores.csv", table.to_csv(index=False, float_format="%.5g"))
     console.print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     console.print(f"table: {output / 'tail_scores.csv'}")

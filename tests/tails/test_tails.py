@@ -6,6 +6,7 @@ from __future__ import annotations
 import types
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 from atmorep.cli import app
 from atmorep.config import ConfigError
 from atmorep.errors import DataError
-from atmorep.evaluate.tails import score_sites
+from atmorep.evaluate.tails import score_sites, small_scale_band
 from atmorep.tails.backbone import Backbone
 from atmorep.tails.base import TailBatch, spread_factors, tail_loss
 from atmorep.tails.coarse import CoarsePeriod
@@ -145,6 +146,9 @@ def test_finetune_infer_and_evaluate_a_downscaling_tail(backbone, coarse, fine, 
     table = (tmp_path / "scores" / "tail_scores.csv").read_text()
     for method in ("bilinear", "bicubic", "tail"):
         assert method in table
+    assert (tmp_path / "scores" / "tail_spectra.png").is_file()
+    spectra = pd.read_csv(tmp_path / "scores" / "tail_spectra.csv")
+    assert {"truth", "bicubic", "tail member", "tail mean"} <= set(spectra["method"])
     again = runner.invoke(app, infer)
     assert again.exit_code == 2 and "already exists" in again.output
 
@@ -232,3 +236,8 @@ def test_the_site_offsets_and_gains_start_at_each_sites_exact_linear_fit(model, 
     np.testing.assert_allclose(gain.numpy(), (SLOPE - 1.0) * std / scale, rtol=1e-2)
     np.testing.assert_allclose(offset.numpy(), (OFFSET + (SLOPE - 1.0) * mean) / scale, rtol=1e-2)
     assert offset.shape == (len(setup["stations"]), 1)
+
+
+def test_the_small_scales_are_those_the_fine_truncation_holds_and_the_coarse_does_not():
+    assert small_scale_band(96, 192) == (32, 63)  # T31 -> T63
+    assert small_scale_band(64, 128) == (21, 41)  # T21 -> T42

@@ -158,6 +158,21 @@ def plot_spectra(frame: pd.DataFrame, path: Path) -> bool:
     return _panels(frame[frame["wavenumber"] > 0], path, _draw_spectrum)
 
 
+def _draw_tail_spectrum(ax: Axes, rows: pd.DataFrame, field: str) -> None:
+    for method in ordered(rows["method"], ("truth",)):
+        curve = rows[rows["method"] == method]
+        ax.plot(curve["wavenumber"], curve["power"], ls="--" if method == "truth" else "-", label=method)
+    ax.set(xscale="log", yscale="log", xlabel="zonal wavenumber", ylabel="power")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.legend(fontsize="small")
+
+
+def plot_tail_spectra(frame: pd.DataFrame, path: Path) -> bool:
+    """Zonal power spectra of a downscaling tail, its baselines and the truth (dashed), one panel per
+    target, wavenumbers >= 1."""
+    return _panels(frame[frame["wavenumber"] > 0], path, _draw_tail_spectrum)
+
+
 def _edges(centres: np.ndarray, low: float = -np.inf, high: float = np.inf) -> np.ndarray:
     """Cell edges ``[N + 1]`` around increasing ``centres [N]`` (a cell of 1 degree for one point)."""
     if centres.size == 1:

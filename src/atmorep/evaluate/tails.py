@@ -4,9 +4,10 @@ Downscaling (:func:`score_downscaling`), per target on the fine grid over the pr
 the bilinear and bicubic upsampling of the coarse product (the same splines as the tail's first guess),
 the zero-shot downscaling of the backbone (``atmorep infer --task downscale`` on the fine store, where
 given and where it predicts the field) and the tail: latitude-weighted RMSE of the ensemble mean, fair
-CRPS and spread/skill of the ensembles, and the small-scale power ratio, the zonal power of one
-member (of an interpolant: the field) at wavenumbers above the coarse grid's over that of the truth
-(1 is the nature run's small-scale variance; interpolants have less).
+CRPS and spread/skill of the ensembles, and the small-scale power ratio: the zonal power at the
+wavenumbers the fine grid holds and the coarse grid does not (:func:`small_scale_band`), over the
+truth's, of one member (``small_scale_power``; of an interpolant: the field) and of the ensemble mean
+(``small_scale_power_mean``). 1 is the nature run's small-scale variance; interpolants have less.
 
 Observations (:func:`score_sites`), per target over the valid observations of the prediction's times,
 separately at the sites the tail was fine-tuned on and at held-out sites: the uncorrected model (the
@@ -70,46 +71,67 @@ def _at_times(store: Store, target: Target, times: np.ndarray) -> np.ndarray:
     return read_target(store, target, index)
 
 
-def _small_scale_ratio(field: xr.DataArray, truth: xr.DataArray, smallest: int) -> float:
-    dims = [d for d in ("time", "latitude") if d in field.dims]
-    power, reference = power_spectrum(field, dims=dims), power_spectrum(truth, dims=dims)
-    band = power["wavenumber"] > smallest
-    return float(power.where(band).sum() / reference.where(band).sum())
+def small_scale_band(coarse_width: int, fine_width: int) -> tuple[int, int]:
+    """The zonal wavenumbers a grid of ``fine_width`` longitudes holds and one of ``coarse_width`` does
+    not, each taken at the truncation of a spectral model on it (``width / 3 - 1``, the quadratic-grid
+    rule: T31 on 96 longitudes, T63 on 192): ``(32, 63)`` for T31 -> T63."""
+    return coarse_width // 3, fine_width // 3 - 1
 
 
-def score_downscaling(prediction: str, truth: str, coarse: str, zero_shot: str | None = None) -> pd.DataFrame:
-    """Rows ``target, method, rmse, crps, spread_skill, small_scale_power`` (module docstring)."""
+def _spectrum(field: xr.DataArray) -> xr.DataArray:
+    return power_spectrum(field, dims=[d for d in ("time", "latitude") if d in field.dims])
+
+
+def _band_ratio(power: xr.DataArray, truth: xr.DataArray, band: tuple[int, int]) -> float:
+    chosen = {"wavenumber": slice(*band)}
+    return float(power.sel(chosen).sum() / truth.sel(chosen).sum())
+
+
+def score_downscaling(prediction: str, truth: str, coarse: str,
+                      zero_shot: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scores (rows ``target, method, rmse, crps, spread_skill, small_scale_power,
+    small_scale_power_mean``) and the zonal power spectra (rows ``field, method, wavenumber, power``;
+    ``field`` the target's label) of a downscaling tail and its baselines (module docstring)."""
     tail = open_prediction(prediction)
     fine, low = Store(truth), Store(coarse)
     other = open_prediction(zero_shot) if zero_shot else None
-    rows = []
+    rows, spectra = [], []
+    band = small_scale_band(low.longitude.size, tail.sizes["longitude"])
     for target in _targets(tail):
         predicted = by_valid_time(tail, target).load()
         times = predicted["time"].values.astype("datetime64[s]")
         coords = {name: predicted[name] for name in ("time", *GRID)}
         dims = ("time", *GRID)
         true = xr.DataArray(_at_times(fine, target, times), coords=coords, dims=dims)
-        smallest = low.longitude.size // 2
+        reference = _spectrum(true)
+        curves = {"truth": reference}
         source = (np.asarray(low.latitude), np.asarray(low.longitude))
         grid = (predicted["latitude"].values, predicted["longitude"].values)
         product = _at_times(low, target, times)
         for order, name in ((1, "bilinear"), (3, "bicubic")):
             field = xr.DataArray(upsample(product, source, grid, order, True), coords=coords, dims=dims)
+            curves[name] = _spectrum(field)
             rows.append({"target": target.label, "method": name, "rmse": float(rmse(field, true)),
-                         "small_scale_power": _small_scale_ratio(field, true, smallest)})
+                         "small_scale_power": _band_ratio(curves[name], reference, band)})
         ensembles = [("tail", predicted)]
         if other is not None and target.field in other.data_vars:
             shot = by_valid_time(other, target).load()
             shot = shot.sel(time=np.intersect1d(shot["time"].values, predicted["time"].values))
             ensembles.append(("zero-shot", shot))
         for name, ensemble in ensembles:
-            truth_here = true.sel(time=ensemble["time"])
-            rows.append({"target": target.label, "method": name, "rmse": float(rmse(ensemble, truth_here)),
-                         "crps": float(crps_fair(ensemble, truth_here)),
-                         "spread_skill": float(spread_skill_ratio(ensemble, truth_here)),
-                         "small_scale_power": _small_scale_ratio(ensemble.isel(member=0), truth_here,
-                                                                 smallest)})
-    return pd.DataFrame(rows)
+            here = true.sel(time=ensemble["time"])
+            truth_power = _spectrum(here)
+            member, mean = _spectrum(ensemble.isel(member=0)), _spectrum(ensemble.mean("member"))
+            curves[f"{name} member"], curves[f"{name} mean"] = member, mean
+            rows.append({"target": target.label, "method": name, "rmse": float(rmse(ensemble, here)),
+                         "crps": float(crps_fair(ensemble, here)),
+                         "spread_skill": float(spread_skill_ratio(ensemble, here)),
+                         "small_scale_power": _band_ratio(member, truth_power, band),
+                         "small_scale_power_mean": _band_ratio(mean, truth_power, band)})
+        for method, power in curves.items():
+            spectra.append(pd.DataFrame({"field": target.label, "method": method,
+                                         "wavenumber": power["wavenumber"].values, "power": power.values}))
+    return pd.DataFrame(rows), pd.concat(spectra, ignore_index=True)
 
 
 def _coarse_at_sites(store: Store, target: Target, times: np.ndarray, latitude: np.ndarray,
