@@ -241,3 +241,13 @@ def test_the_site_offsets_and_gains_start_at_each_sites_exact_linear_fit(model, 
 def test_the_small_scales_are_those_the_fine_truncation_holds_and_the_coarse_does_not():
     assert small_scale_band(96, 192) == (32, 63)  # T31 -> T63
     assert small_scale_band(64, 128) == (21, 41)  # T21 -> T42
+
+
+def test_unseen_sites_get_their_own_spread_factor(backbone, coarse, observations, tmp_path):
+    result = finetune(resolve_finetune_config(site_config(backbone, coarse, observations, tmp_path / "run",
+                                                          max_steps=2)))
+    from atmorep.tails.saved import load_tail
+
+    loaded = load_tail(result.checkpoint)
+    assert loaded.tail.spread.shape == (2, 1)  # [known, unseen] x targets
+    assert (loaded.tail.spread > 0).all() and not torch.equal(loaded.tail.spread[0], loaded.tail.spread[1])

@@ -6,8 +6,9 @@ from the fine-tuning period). Like the backbone's ensemble tail it predicts corr
 guess: member ``e`` is ``guess + scale * r_e`` with ``r`` the tail's residuals and ``scale`` the RMS
 error of the guess for that target in the fine-tuning period, and the losses score ``r`` against
 ``(truth - guess) / scale``. Outside training each member's deviation from the ensemble mean is
-multiplied by its target's spread factor (buffer ``spread [K]``), fitted on validation data after
-fine-tuning (:func:`spread_factors`).
+multiplied by its target's spread factor (buffer ``spread [G, K]``), fitted on validation data after
+fine-tuning (:func:`spread_factors`). ``G`` counts the groups of rows a tail calibrates apart (one
+by default; the observation tail's known and unseen sites).
 """
 
 from __future__ import annotations
@@ -49,10 +50,19 @@ class Tail(nn.Module):
     """A tail: :meth:`residuals` from the backbone's features and a batch; the rest is shared."""
 
     name = "tail"
+    spread_groups = 1
 
     def __init__(self, targets: int) -> None:
         super().__init__()
-        self.register_buffer("spread", torch.ones(targets))
+        self.register_buffer("spread", torch.ones(self.spread_groups, targets))
+
+    def group(self, batch: TailBatch) -> Tensor:
+        """``[M, 1]`` int64 the spread group of each row (all 0 by default)."""
+        return torch.zeros_like(batch.target[:, :1])
+
+    def calibration_sets(self, pairs):
+        """The pairs each spread group is calibrated on, in group order (default: ``pairs`` itself)."""
+        return [pairs]
 
     def residuals(self, features: Tensor, batch: TailBatch) -> Tensor:
         """``[M, E, P]`` scaled corrections from features ``[B, nT, nH, nW, C]``."""
@@ -65,7 +75,7 @@ class Tail(nn.Module):
         """The members ``[M, E, P]`` in tail units (spread-calibrated outside training) and the residuals."""
         residual = self.residuals(features, batch)
         if not self.training and residual.shape[1] > 1:
-            factor = self.spread[batch.target][:, None]  # [M, 1, P]
+            factor = self.spread[self.group(batch), batch.target][:, None]  # [M, 1, P]
             mean = residual.mean(dim=1, keepdim=True)
             residual = mean + factor * (residual - mean)
         return batch.guess[:, None] + batch.scale[:, None] * residual, residual

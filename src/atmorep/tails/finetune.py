@@ -87,7 +87,8 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, dict], None] | Non
                     progress(step, record)
     if "loss" not in scores or step % train.validate_every:
         scores = validate(tail, backbone, validation, validation_boxes, config)
-    tail.spread.copy_(_fit_spread(tail, backbone, validation, validation_boxes, pairs.targets))
+    for group, calibration in enumerate(tail.calibration_sets(validation)):
+        tail.spread[group] = _fit_spread(tail, backbone, calibration, validation_boxes, pairs.targets)
     meta = {"name": spec.name, "spec": spec.model_dump(mode="json"), "setup": setup, "sizes": sizes,
             "backbone": backbone.identity(), "periods": config.periods.model_dump(mode="json"),
             "step": step, "validation": scores, "spread": tail.spread.tolist(),

@@ -91,7 +91,12 @@ def load_tail(directory: str | Path, backbone: str | Path | None = None,
     except (FileNotFoundError, SafetensorError, OSError) as error:
         raise CheckpointError(f"cannot read tail weights '{directory / WEIGHTS}': {error}") from None
     tail = recipe.build(spec, model, meta["sizes"])
-    missing, unexpected = tail.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = tail.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # shapes that differ
+        reason = " ".join(str(error).split())[:300]
+        raise CheckpointError(f"tail checkpoint '{directory}': weights do not fit the tail: "
+                              f"{reason}") from None
     if missing or unexpected:
         raise CheckpointError(f"tail checkpoint '{directory}': weights do not fit the tail "
                               f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")

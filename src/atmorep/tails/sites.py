@@ -175,6 +175,11 @@ class SitePairs:
         self.site_ids = np.asarray(site_ids, np.int64)
         self.position = position_features(sites.latitude, sites.longitude).astype(np.float32)
 
+    def as_unseen(self) -> SitePairs:
+        """These pairs with every site taken as one the tail was not fine-tuned on."""
+        unseen = np.full_like(self.site_ids, -1)
+        return SitePairs(self.coarse, self.sites, self.mean, self.std, self.scale, unseen)
+
     def linear_fit(self) -> tuple[Tensor, Tensor]:
         """Per training site and target ``[sites, K]`` the least-squares ``a + c * g`` of the scaled
         correction ``(observed - guess) / scale`` on the guess ``g`` in tail units, over its valid
@@ -283,6 +288,7 @@ class SiteTail(Tail):
     """
 
     name = "sites"
+    spread_groups = 2  # sites it was fine-tuned on, unseen sites
 
     def __init__(self, channels: int, targets: int, hours: int, sites: int, members: int = 8,
                  hidden: int = 128) -> None:
@@ -292,6 +298,15 @@ class SiteTail(Tail):
         self.head = EnsembleTail(hidden, targets * hours, members)
         self.offset = nn.Parameter(torch.zeros(sites, targets)) if sites else None
         self.gain = nn.Parameter(torch.zeros(sites, targets)) if sites else None
+
+    def group(self, batch: TailBatch) -> Tensor:
+        """Group 1 for a site the tail was not fine-tuned on (no offset, no gain), 0 otherwise."""
+        return (batch.extra["site"] < 0).long()[:, None]
+
+    def calibration_sets(self, pairs: SitePairs) -> list[SitePairs]:
+        """Known sites as they are; unseen sites mimicked by the same sites without their offsets and
+        gains (what an unseen site gets), so its factor needs no held-out site."""
+        return [pairs, pairs.as_unseen()]
 
     @torch.no_grad()
     def initialise(self, pairs: SitePairs) -> None:
