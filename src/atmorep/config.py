@@ -301,8 +301,8 @@ def resolve_config(data: Mapping, overrides: Sequence[str] = (), source: str = "
         raise ConfigError(f"{source}: {error}") from None
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
-    """Load a YAML config file and apply ``key=value`` overrides."""
+def read_config_file(path: str | Path) -> dict:
+    """The mapping a YAML config file holds; ConfigError when it is missing, not YAML or not a mapping."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
@@ -312,7 +312,12 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
         raise ConfigError(f"config file '{path}' is not valid YAML: {error}".replace("\n", " ")) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
-    return resolve_config(data, overrides, source=str(path))
+    return data
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Load a YAML config file and apply ``key=value`` overrides."""
+    return resolve_config(read_config_file(path), overrides, source=str(path))
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:

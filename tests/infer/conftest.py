@@ -70,19 +70,24 @@ def truth_store(infer_root) -> Path:
     return make_store(infer_root / "truth.zarr", seed=1)
 
 
-@pytest.fixture(scope="session")
-def checkpoint(infer_root, truth_store) -> Path:
-    """An untrained tiny checkpoint (fixed seed) with the truth store's statistics."""
-    config = tiny_config(truth_store, infer_root / "run")
-    torch.manual_seed(0)
+def untrained_checkpoint(store_path: Path, run_dir: Path, seed: int = 0) -> Path:
+    """An untrained tiny checkpoint (weights of ``seed``) with the store's statistics, in ``run_dir``."""
+    config = tiny_config(store_path, run_dir)
+    torch.manual_seed(seed)
     model = build_model(config)
-    store = Store(truth_store)
+    store = Store(store_path)
     statistics = Statistics({name: store.statistics[name] for name in FIELDS})
     weights = {name: value.detach().clone() for name, value in model.state_dict().items()}
     meta = checkpoint_meta(config, 0, {name: LEVELS for name in FIELDS}, level_kind=store.level_kind.value,
                            resolution=store.resolution, parameters=sum(v.numel() for v in weights.values()))
     contents = Checkpoint(weights, config.model_dump(mode="json"), statistics.to_dict(), meta)
-    return write_checkpoint(infer_root / "run" / "checkpoint", contents)
+    return write_checkpoint(run_dir / "checkpoint", contents)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(infer_root, truth_store) -> Path:
+    """An untrained tiny checkpoint (fixed seed) with the truth store's statistics."""
+    return untrained_checkpoint(truth_store, infer_root / "run")
 
 
 @pytest.fixture(scope="session")

@@ -14,17 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
-from atmorep.checkpoint import Checkpoint, checkpoint_meta, write_checkpoint
 from atmorep.data.prepare import prepare_dataset
-from atmorep.data.statistics import Statistics
 from atmorep.data.store import Store
-from atmorep.model.multiformer import build_model
 from atmorep.numerics.interpolation import spline_weights
 from tests.data.synthetic import internal_dataset
-from tests.infer.conftest import FIELDS, LEVELS, tiny_config
+from tests.infer.conftest import untrained_checkpoint
 from tests.train.conftest import make_store
 
 OFFSET, SLOPE = 150.0, 1.002  # the observations' linear bias, Pa
@@ -42,29 +38,16 @@ def coarse(tails_root) -> Path:
     return make_store(tails_root / "coarse.zarr", seed=1)
 
 
-def _backbone(root: Path, store_path: Path, seed: int) -> Path:
-    config = tiny_config(store_path, root / f"run-{seed}")
-    torch.manual_seed(seed)
-    model = build_model(config)
-    store = Store(store_path)
-    statistics = Statistics({name: store.statistics[name] for name in FIELDS})
-    weights = {name: value.detach().clone() for name, value in model.state_dict().items()}
-    meta = checkpoint_meta(config, 0, {name: LEVELS for name in FIELDS}, level_kind=store.level_kind.value,
-                           resolution=store.resolution, parameters=sum(v.numel() for v in weights.values()))
-    contents = Checkpoint(weights, config.model_dump(mode="json"), statistics.to_dict(), meta)
-    return write_checkpoint(root / f"run-{seed}" / "checkpoint", contents)
-
-
 @pytest.fixture(scope="session")
 def backbone(tails_root, coarse) -> Path:
     """An untrained tiny backbone of the coarse store (seed 0)."""
-    return _backbone(tails_root, coarse, 0)
+    return untrained_checkpoint(coarse, tails_root / "run-0", seed=0)
 
 
 @pytest.fixture(scope="session")
 def other_backbone(tails_root, coarse) -> Path:
     """The same model with other weights (seed 1)."""
-    return _backbone(tails_root, coarse, 1)
+    return untrained_checkpoint(coarse, tails_root / "run-1", seed=1)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ by default; the observation tail's known and unseen sites).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -46,7 +47,7 @@ class TailBatch:
         return TailBatch(self.guess.to(device), self.scale.to(device), self.target.to(device), truth, move)
 
 
-class Tail(nn.Module):
+class Tail(nn.Module, abc.ABC):
     """A tail: :meth:`residuals` from the backbone's features and a batch; the rest is shared."""
 
     name = "tail"
@@ -64,9 +65,9 @@ class Tail(nn.Module):
         """The pairs each spread group is calibrated on, in group order (default: ``pairs`` itself)."""
         return [pairs]
 
+    @abc.abstractmethod
     def residuals(self, features: Tensor, batch: TailBatch) -> Tensor:
         """``[M, E, P]`` scaled corrections from features ``[B, nT, nH, nW, C]``."""
-        raise NotImplementedError
 
     def initialise(self, pairs) -> None:
         """Set what can be measured on the fine-tuning data before the first step (none by default)."""

@@ -23,10 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from atmorep.config import ConfigError, OptimConfig, apply_overrides, format_validation_error
+from atmorep.config import (
+    ConfigError,
+    OptimConfig,
+    apply_overrides,
+    format_validation_error,
+    read_config_file,
+)
 
 
 class _Strict(BaseModel):
@@ -129,13 +134,4 @@ def resolve_finetune_config(data: dict, overrides: tuple[str, ...] | list[str] =
 
 def load_finetune_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> FinetuneConfig:
     """Load a fine-tuning YAML file (see the module docstring) and apply overrides."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {error}".replace("\n", " ")) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
-    return resolve_finetune_config(data, overrides, source=str(path))
+    return resolve_finetune_config(read_config_file(path), overrides, source=str(path))
