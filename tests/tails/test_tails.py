@@ -120,7 +120,11 @@ def test_the_observation_tail_recovers_a_known_linear_bias(backbone, coarse, obs
                                    "--target", str(observations), "--start", "2001-03-02T06",
                                    "--end", "2001-03-02T23", "-o", str(output)])
     assert run.exit_code == 0, run.output
-    table = score_sites(str(output), str(observations), str(coarse))
+    scored = CliRunner().invoke(app, ["evaluate", str(output), "--coarse", str(coarse), "--observations",
+                                      str(observations), "-o", str(tmp_path / "scores")])
+    assert scored.exit_code == 0, scored.output
+    table = pd.read_csv(tmp_path / "scores" / "tail_scores.csv")
+    pd.testing.assert_frame_equal(table, score_sites(str(output), str(observations), str(coarse)), rtol=1e-4)
     held = table[(table["sites"] == "held-out sites")].set_index("method")["rmse"]
     assert held["tail"] < 0.1 * held["uncorrected"]
     assert held["linear (pooled)"] < 1.0  # the pooled fit recovers the exact linear bias
