@@ -139,6 +139,8 @@ def test_finetune_infer_and_evaluate_a_downscaling_tail(backbone, coarse, fine, 
     assert trained.exit_code == 0, trained.output
     checkpoint = tmp_path / "run" / "tail"
     assert (checkpoint / "tail.json").is_file() and not (checkpoint / "backbone").exists()
+    resolved = yaml.safe_load((tmp_path / "run" / "finetune.yaml").read_text())
+    assert resolved["tail"]["fields"] == [{"field": "t", "level": 500.0}, {"field": "sp", "level": None}]
     output = tmp_path / "fine-prediction.zarr"
     infer = ["infer", "--checkpoint", str(checkpoint), "--data", str(coarse), "--target", str(fine),
              "--start", "2001-03-02T06", "--end", "2001-03-02T23", "-o", str(output)]

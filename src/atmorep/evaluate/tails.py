@@ -27,6 +27,7 @@ import xarray as xr
 from atmorep.data.store import Store
 from atmorep.errors import DataError
 from atmorep.evaluate.metrics import crps_fair, power_spectrum, rmse, spread_skill_ratio
+from atmorep.infer.tiling import is_global_longitude
 from atmorep.numerics.interpolation import spline_weights
 from atmorep.prediction_store import open_prediction
 from atmorep.tails.coarse import period_indices, read_target
@@ -109,7 +110,8 @@ def score_downscaling(prediction: str, truth: str, coarse: str,
         grid = (predicted["latitude"].values, predicted["longitude"].values)
         product = _at_times(low, target, times)
         for order, name in ((1, "bilinear"), (3, "bicubic")):
-            field = xr.DataArray(upsample(product, source, grid, order, True), coords=coords, dims=dims)
+            field = xr.DataArray(upsample(product, source, grid, order, is_global_longitude(source[1])),
+                                 coords=coords, dims=dims)
             curves[name] = _spectrum(field)
             rows.append({"target": target.label, "method": name, "rmse": float(rmse(field, true)),
                          "small_scale_power": _band_ratio(curves[name], reference, band)})
@@ -138,7 +140,7 @@ def _coarse_at_sites(store: Store, target: Target, times: np.ndarray, latitude: 
                      longitude: np.ndarray) -> np.ndarray:
     """``[T, S]`` the coarse product bilinearly at the sites."""
     rows = spline_weights(store.latitude, latitude, 1)
-    columns = spline_weights(store.longitude, longitude, 1, periodic=True)
+    columns = spline_weights(store.longitude, longitude, 1, periodic=is_global_longitude(store.longitude))
     return np.einsum("si,tij,sj->ts", rows, _at_times(store, target, times), columns, optimize=True)
 
 

@@ -17,6 +17,7 @@ import torch
 from atmorep.batch import EPOCH, BatchMetadata
 from atmorep.data.store import Store
 from atmorep.errors import DataError
+from atmorep.infer.tiling import is_global_longitude
 from atmorep.tails.backbone import Backbone
 from atmorep.tails.config import Target
 
@@ -79,7 +80,7 @@ class CoarsePeriod:
         self.time = store.time[index].astype("datetime64[s]")
         self.latitude = np.asarray(store.latitude, np.float64)
         self.longitude = np.asarray(store.longitude, np.float64)
-        self.global_longitude = _closes_circle(self.longitude)
+        self.global_longitude = is_global_longitude(self.longitude)
         bt, bh, bw = backbone.box
         if index.size < bt or self.latitude.size < bh or self.longitude.size < bw:
             raise DataError(f"store '{path}': the period [{start}, {end}) is {index.size} steps of "
@@ -142,14 +143,6 @@ class CoarsePeriod:
             levels={name: levels if levels else (0.0,) for name, levels in self.backbone.levels.items()},
             level_kind=self.store.level_kind, resolution=self.store.resolution)
         return values, metadata
-
-
-def _closes_circle(longitude: np.ndarray) -> bool:
-    """Whether a regular longitude axis covers the whole circle."""
-    if longitude.size < 2:
-        return False
-    step = np.mod(longitude[1] - longitude[0], 360.0)
-    return bool(np.isclose(step * longitude.size, 360.0, atol=1e-6 * 360))
 
 
 def _starts(size: int, length: int, wrap: bool = False) -> list[int]:

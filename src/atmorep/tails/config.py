@@ -20,7 +20,7 @@ Example (docs/tails.md)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -112,7 +112,7 @@ class FinetuneTrain(_Strict):
     log_every: int = Field(50, ge=1)
     validate_every: int = Field(250, ge=1)
     validation_boxes: int = Field(64, ge=1)
-    device: str = "auto"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: CUDA > MPS > CPU
 
 
 class FinetuneConfig(_Strict):

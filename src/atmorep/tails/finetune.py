@@ -7,7 +7,7 @@ residuals on the boxes' rows (:func:`atmorep.tails.base.tail_loss`). The backbon
 the warm-up/decay schedule are the backbone training's (:mod:`atmorep.train.optimizer`,
 :mod:`atmorep.train.schedule`). Every ``validate_every`` steps and at the end the tail is scored on a
 fixed set of validation boxes (``metrics.jsonl``); at the end the spread factors are fitted on them
-and the checkpoint is written to ``run_dir/tail``.
+and the checkpoint is written to ``run_dir/tail``. The resolved configuration is ``run_dir/finetune.yaml``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
+from atmorep.io import atomic_write_text
 from atmorep.runtime import detect_device, seed_everything
 from atmorep.tails.backbone import Backbone
 from atmorep.tails.base import Tail, TailBatch, spread_factors, tail_loss
@@ -65,6 +67,8 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, dict], None] | Non
     optimizer, scheduler = _optimiser(tail, backbone, config, device)
     run_dir = Path(train.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    atomic_write_text(run_dir / "finetune.yaml", resolved)
     rng = np.random.default_rng(train.seed)
     checked = np.random.default_rng(train.seed + 1)
     validation_boxes = validation.coarse.random_boxes(checked, train.validation_boxes)
