@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from rich.console import Console
 
 from atmorep.checkpoint import resolve_checkpoint
@@ -80,9 +79,7 @@ def tail_checkpoint(name: str, target: Path, fields: list[str], run_dir: Path, b
                   "periods": PERIODS,
                   "train": {"run_dir": str(run_dir), "max_steps": steps, "validate_every": 250,
                             "validation_boxes": 64}}
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "finetune.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        finetune(resolve_finetune_config(config))
+        finetune(resolve_finetune_config(config))  # writes run_dir/finetune.yaml
     return checkpoint
 
 
