@@ -306,16 +306,22 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu"
     checkpoint = read_checkpoint(directory)
     config = resolve_config(checkpoint.config, source=str(Path(directory) / CONFIG))
     model = build_model(config, device)
+    load_weights(model, checkpoint.weights,
+                 f"checkpoint '{directory}': weights do not fit the model of its config")
+    return model.eval(), config, Statistics.from_dict(checkpoint.statistics)
+
+
+def load_weights(module: torch.nn.Module, weights: Mapping[str, torch.Tensor], failure: str) -> None:
+    """Load exactly ``weights`` into ``module``; CheckpointError starting with ``failure`` when a tensor
+    is missing, unexpected or of another shape."""
     try:
-        missing, unexpected = model.load_state_dict(checkpoint.weights, strict=False)
+        missing, unexpected = module.load_state_dict(weights, strict=False)
     except RuntimeError as error:  # shapes that differ
         reason = " ".join(str(error).split())[:400]
-        raise CheckpointError(f"checkpoint '{directory}': weights do not fit the model of its config: "
-                              f"{reason}") from None
+        raise CheckpointError(f"{failure}: {reason}") from None
     if missing or unexpected:
-        raise CheckpointError(f"checkpoint '{directory}': weights do not fit the model of its config "
-                              f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
-    return model.eval(), config, Statistics.from_dict(checkpoint.statistics)
+        raise CheckpointError(f"{failure} (missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]})")
 
 
 def load_fields(model: MultiFormer, directory: str | Path,

@@ -234,8 +234,7 @@ def test_config_errors_name_the_key(backbone, coarse, fine, tmp_path):
 def test_the_site_offsets_and_gains_start_at_each_sites_exact_linear_fit(model, period, coarse, observations):
     recipe = get_tail("sites")
     spec = resolve_finetune_config(site_config(model.directory, coarse, observations, model.directory)).tail
-    setup = recipe.setup(spec, period)
-    pairs = recipe.pairs(spec, period, setup)
+    pairs, setup = recipe.fit(spec, period)
     offset, gain = pairs.linear_fit()  # observed = OFFSET + SLOPE * guess at every site, a quarter missing
     mean, std, scale = setup["mean"][0], setup["std"][0], setup["scale"][0]
     # to float32 rounding of the stored observations (0.008 Pa of a 1 Pa signal per site)

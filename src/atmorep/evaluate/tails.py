@@ -30,7 +30,7 @@ from atmorep.evaluate.metrics import crps_fair, power_spectrum, rmse, spread_ski
 from atmorep.infer.tiling import is_global_longitude
 from atmorep.numerics.interpolation import spline_weights
 from atmorep.prediction_store import open_prediction
-from atmorep.tails.coarse import period_indices, read_target
+from atmorep.tails.coarse import period_indices, read_target, time_indices
 from atmorep.tails.config import Target
 from atmorep.tails.grid import upsample
 from atmorep.tails.sites import open_observations
@@ -65,11 +65,7 @@ def by_valid_time(ds: xr.Dataset, target: Target) -> xr.DataArray:
 
 
 def _at_times(store: Store, target: Target, times: np.ndarray) -> np.ndarray:
-    known = store.time.astype("datetime64[s]")
-    index = np.searchsorted(known, times.astype("datetime64[s]"))
-    if (index >= known.size).any() or not (known[np.minimum(index, known.size - 1)] == times).all():
-        raise DataError(f"store '{store.path}' lacks some of the predicted times")
-    return read_target(store, target, index)
+    return read_target(store, target, time_indices(store.time, times, f"store '{store.path}'"))
 
 
 def small_scale_band(coarse_width: int, fine_width: int) -> tuple[int, int]:
@@ -122,7 +118,7 @@ def score_downscaling(prediction: str, truth: str, coarse: str,
             ensembles.append(("zero-shot", shot))
         for name, ensemble in ensembles:
             here = true.sel(time=ensemble["time"])
-            truth_power = _spectrum(here)
+            truth_power = reference if here.sizes["time"] == true.sizes["time"] else _spectrum(here)
             member, mean = _spectrum(ensemble.isel(member=0)), _spectrum(ensemble.mean("member"))
             curves[f"{name} member"], curves[f"{name} mean"] = member, mean
             rows.append({"target": target.label, "method": name, "rmse": float(rmse(ensemble, here)),
@@ -183,15 +179,17 @@ def score_sites(prediction: str, observations: str, coarse: str) -> pd.DataFrame
     lat, lon = tail["latitude"].values, tail["longitude"].values
     times = tail["time"].values.astype("datetime64[s]")
     obs_times = obs["time"].values.astype("datetime64[s]")
-    fit_times = obs_times[period_indices(obs_times, start, end, f"observation store '{observations}'")]
+    where = f"observation store '{observations}'"
+    fit = period_indices(obs_times, start, end, where)
+    fit_times, scored = obs_times[fit], time_indices(obs_times, times, where)
     is_trained = np.array([s in trained for s in station])
     rows = []
     for name in tail.data_vars:
         target = Target(field=str(name), level=None)
-        observed = obs[name].sel(time=times.astype("datetime64[ns]")).isel(station=station).values
+        observed = obs[name].isel(time=scored, station=station).values
         model = _coarse_at_sites(low, target, times, lat, lon)
         members = tail[name].values  # [T, E, S]
-        past = obs[name].sel(time=fit_times.astype("datetime64[ns]")).isel(station=station).values
+        past = obs[name].isel(time=fit, station=station).values
         past_model = _coarse_at_sites(low, target, fit_times, lat, lon)
         a, b = _linear_fit(past_model, np.where(is_trained[None], past, np.nan))
         pooled_a, pooled_b = _linear_fit(past_model[:, is_trained].reshape(-1, 1),

@@ -40,6 +40,16 @@ def period_indices(times: np.ndarray, start: np.datetime64, end: np.datetime64, 
     return index
 
 
+def time_indices(times: np.ndarray, wanted: np.ndarray, where: str) -> np.ndarray:
+    """Indices of the ``wanted`` times in the ascending ``times``; DataError naming the first absent."""
+    times, wanted = times.astype("datetime64[s]"), wanted.astype("datetime64[s]")
+    index = np.searchsorted(times, wanted)
+    found = (index < times.size) & (times[np.minimum(index, times.size - 1)] == wanted)
+    if not found.all():
+        raise DataError(f"{where} has no time {wanted[~found][0]} of the period")
+    return index
+
+
 def read_target(store: Store, target: Target, times: np.ndarray) -> np.ndarray:
     """``[T, H, W]`` float32 physical values of one target at the time indices ``times``."""
     store.require_field(target.field)

@@ -57,8 +57,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, dict], None] | Non
     backbone.model.train(trained_backbone).requires_grad_(trained_backbone)
     recipe = get_tail(spec.name)
     coarse = CoarsePeriod(spec.coarse, backbone, spec.fields, *config.periods.bounds("train"))
-    setup = recipe.setup(spec, coarse)
-    pairs = recipe.pairs(spec, coarse, setup)
+    pairs, setup = recipe.fit(spec, coarse)
     validation = recipe.pairs(spec, CoarsePeriod(spec.coarse, backbone, spec.fields,
                                                  *config.periods.bounds("validation")), setup)
     sizes = recipe.sizes(pairs, setup)

@@ -28,7 +28,7 @@ from atmorep.model.tail import EnsembleTail
 from atmorep.numerics.interpolation import spline_weights
 from atmorep.numerics.tokens import tokenise, untokenise
 from atmorep.tails.base import Tail, TailBatch
-from atmorep.tails.coarse import BoxAt, CoarsePeriod, read_target
+from atmorep.tails.coarse import BoxAt, CoarsePeriod, read_target, time_indices
 from atmorep.tails.config import Target
 
 
@@ -62,12 +62,7 @@ class FinePeriod:
                                         coarse.global_longitude) for t in targets])
         self.truth = None
         if truth:
-            times = store.time.astype("datetime64[s]")
-            index = np.searchsorted(times, coarse.time)
-            found = (index < times.size) & (times[np.minimum(index, times.size - 1)] == coarse.time)
-            if not found.all():
-                raise DataError(f"store '{path}' has no values at {coarse.time[~found][0]}, a time of the "
-                                f"coarse store '{coarse.store.path}' in the period")
+            index = time_indices(store.time, coarse.time, f"store '{path}'")
             self.truth = np.stack([read_target(store, t, index) for t in targets])
             if not np.isfinite(self.truth).all():
                 raise DataError(f"store '{path}': the targets hold NaN in the period")

@@ -1,11 +1,11 @@
 """Tails by name: how each is given its data and built, from a fine-tuning config or from a checkpoint.
 
 A recipe (:class:`Recipe`) turns a coarse period and the tail's target store into batches
-(:meth:`Recipe.pairs`) and builds the tail's module (:meth:`Recipe.module`). What fine-tuning learns
+(:meth:`Recipe.pairs`) and builds the tail's module (:meth:`Recipe.build`). What fine-tuning learns
 about the data, the *setup* (the targets' means, standard deviations and residual scales; for the
-observation tail the training sites), is measured once on the fine-tuning period
-(:meth:`Recipe.setup`) and saved in the checkpoint, so that inference uses the same. Register a new
-tail with :func:`register_tail`.
+observation tail the training sites), is measured once on the fine-tuning period, from the same
+read as its batches (:meth:`Recipe.fit`), and saved in the checkpoint, so that inference uses the
+same. Register a new tail with :func:`register_tail`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Recipe(Protocol):
     name: str
     options: Mapping[str, Any]
 
-    def setup(self, spec: TailSpec, coarse: CoarsePeriod) -> dict: ...
+    def fit(self, spec: TailSpec, coarse: CoarsePeriod) -> tuple[Pairs, dict]: ...
 
     def pairs(self, spec: TailSpec, coarse: CoarsePeriod, setup: dict, truth: bool = True,
               target: str | None = None) -> Pairs: ...
@@ -68,10 +68,12 @@ class GridRecipe:
     name = "grid"
     options = {"hidden": 256, "members": 8, "offsets": True}
 
-    def setup(self, spec: TailSpec, coarse: CoarsePeriod) -> dict:
+    def fit(self, spec: TailSpec, coarse: CoarsePeriod) -> tuple[GridPairs, dict]:
+        """The fine-tuning period's pairs and setup (the targets' units)."""
         _options(spec, self.options)
         fine = FinePeriod(spec.target, coarse, spec.fields)
-        return _units(fine.truth, fine.guess)
+        setup = _units(fine.truth, fine.guess)
+        return GridPairs(coarse, fine, setup["mean"], setup["std"], setup["scale"]), setup
 
     def pairs(self, spec: TailSpec, coarse: CoarsePeriod, setup: dict, truth: bool = True,
               target: str | None = None) -> GridPairs:
@@ -95,7 +97,8 @@ class SiteRecipe:
     name = "sites"
     options = {"hidden": 128, "members": 8, "offsets": True, "holdout_sites": 0.2, "seed": 0}
 
-    def setup(self, spec: TailSpec, coarse: CoarsePeriod) -> dict:
+    def fit(self, spec: TailSpec, coarse: CoarsePeriod) -> tuple[SitePairs, dict]:
+        """The fine-tuning period's pairs at the training sites and the setup (units, sites)."""
         options = _options(spec, self.options)
         count = open_observations(spec.target).sizes["station"]
         held = int(round(float(options["holdout_sites"]) * count))
@@ -105,14 +108,20 @@ class SiteRecipe:
         order = np.random.default_rng(int(options["seed"])).permutation(count)
         stations = np.sort(order[held:])
         sites = SitePeriod(spec.target, coarse, spec.fields, stations)
-        return {**_units(sites.observed, sites.guess), "stations": stations.tolist(),
-                "heldout": np.sort(order[:held]).tolist(),
-                "site_latitude": sites.latitude.tolist(), "site_longitude": sites.longitude.tolist()}
+        setup = {**_units(sites.observed, sites.guess), "stations": stations.tolist(),
+                 "heldout": np.sort(order[:held]).tolist(),
+                 "site_latitude": sites.latitude.tolist(), "site_longitude": sites.longitude.tolist()}
+        return self._pairs(coarse, sites, setup), setup
 
     def pairs(self, spec: TailSpec, coarse: CoarsePeriod, setup: dict, truth: bool = True,
-              target: str | None = None, stations: np.ndarray | None = None) -> SitePairs:
-        chosen = np.asarray(setup["stations"]) if stations is None and target is None else stations
+              target: str | None = None) -> SitePairs:
+        """At the training sites of ``spec.target``, or at every station of another ``target``."""
+        chosen = np.asarray(setup["stations"]) if target is None else None
         sites = SitePeriod(target or spec.target, coarse, spec.fields, chosen, truth=truth)
+        return self._pairs(coarse, sites, setup)
+
+    @staticmethod
+    def _pairs(coarse: CoarsePeriod, sites: SitePeriod, setup: dict) -> SitePairs:
         return SitePairs(coarse, sites, setup["mean"], setup["std"], setup["scale"], site_ids(sites, setup))
 
     def sizes(self, pairs: SitePairs, setup: dict) -> dict:

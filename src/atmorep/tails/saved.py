@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from atmorep.checkpoint import Checkpoint, CheckpointError, read_checkpoint, write_checkpoint
+from atmorep.checkpoint import Checkpoint, CheckpointError, load_weights, read_checkpoint, write_checkpoint
 from atmorep.io import atomic_directory
 from atmorep.tails.backbone import Backbone, weights_digest
 from atmorep.tails.base import Tail
@@ -91,13 +91,5 @@ def load_tail(directory: str | Path, backbone: str | Path | None = None,
     except (FileNotFoundError, SafetensorError, OSError) as error:
         raise CheckpointError(f"cannot read tail weights '{directory / WEIGHTS}': {error}") from None
     tail = recipe.build(spec, model, meta["sizes"])
-    try:
-        missing, unexpected = tail.load_state_dict(weights, strict=False)
-    except RuntimeError as error:  # shapes that differ
-        reason = " ".join(str(error).split())[:300]
-        raise CheckpointError(f"tail checkpoint '{directory}': weights do not fit the tail: "
-                              f"{reason}") from None
-    if missing or unexpected:
-        raise CheckpointError(f"tail checkpoint '{directory}': weights do not fit the tail "
-                              f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    load_weights(tail, weights, f"tail checkpoint '{directory}': weights do not fit the tail")
     return LoadedTail(tail.to(model.device).eval(), recipe, spec, meta["setup"], model, meta)

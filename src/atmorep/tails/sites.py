@@ -28,7 +28,7 @@ from atmorep.errors import DataError
 from atmorep.model.tail import EnsembleTail
 from atmorep.numerics.interpolation import spline_weights, unwrapped_longitude
 from atmorep.tails.base import Tail, TailBatch
-from atmorep.tails.coarse import BoxAt, CoarsePeriod
+from atmorep.tails.coarse import BoxAt, CoarsePeriod, time_indices
 from atmorep.tails.config import Target
 
 
@@ -84,11 +84,7 @@ class SitePeriod:
     @staticmethod
     def _read(ds: xr.Dataset, coarse: CoarsePeriod, targets: Sequence[Target], path: str) -> np.ndarray:
         level = ds.attrs.get("level")
-        times = np.asarray(ds["time"].values).astype("datetime64[s]")
-        index = np.searchsorted(times, coarse.time)
-        found = (index < times.size) & (times[np.minimum(index, times.size - 1)] == coarse.time)
-        if not found.all():
-            raise DataError(f"observation store '{path}' has no time {coarse.time[~found][0]} of the period")
+        index = time_indices(np.asarray(ds["time"].values), coarse.time, f"observation store '{path}'")
         values = []
         for t in targets:
             if t.field not in ds.data_vars:
