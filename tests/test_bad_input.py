@@ -126,8 +126,8 @@ PREPARE: dict[str, tuple[Callable[[Path], list[str]], str]] = {
                      r"lam\.grib2: variable 't' is on a GRIB grid of type 'lambert' \(Lambert conformal\), "
                      r"not a regular latitude-longitude grid; regrid"),
     "integer-time-dimension": (lambda tmp: [_reference(tmp, transform=time_index_layout)],
-                               r"src\.nc: variable 't' has dimensions \(time_index, .*--time-dim NAME "
-                               r"--time-units"),
+                               r"src\.nc: variable 't' has dimensions \(time_index, .*--time-dim time_index "
+                               r"--time-units 'hours since 1940-01-01'"),
     "time-without-units": (lambda tmp: [_reference(tmp, transform=time_index_layout),
                                         "--time-dim", "time_index"],
                            r"src\.nc: time 'time' holds numbers \(int64\) without CF units .*--time-units"),

@@ -8,7 +8,7 @@ import xarray as xr
 
 from atmorep.data.conventions import to_internal
 from atmorep.data.sources import open_dataset
-from atmorep.data.time_axis import check_regular, step_as_timedelta
+from atmorep.data.time_axis import check_regular, step_as_timedelta, time_options
 from atmorep.errors import DataError
 from tests.data.conftest import TIMES, cfgrib_netcdf_layout, time_index_layout, write_netcdf, write_zarr
 
@@ -48,7 +48,8 @@ def test_integer_time_dimension_with_units_from_the_command_line(reference, tmp_
 
 def test_integer_time_dimension_without_options_names_them(reference, tmp_path):
     path = write_zarr(time_index_layout(reference), tmp_path / "sample.zarr")
-    names = r"sample\.zarr: variable .t. has dimensions \(time_index, .*--time-dim NAME .*--rename "
+    names = (r"sample\.zarr: variable .t. has dimensions \(time_index, .*name the time dimension with "
+             r"--time-dim time_index --time-units 'hours since 1940-01-01' .*--rename ")
     with pytest.raises(DataError, match=names):
         open_dataset(path)
     units = (r"time 'time' holds numbers \(int64\) without CF units \(its attributes mention 'hours since "
@@ -95,3 +96,16 @@ def test_regular_times():
                 r"2020-01-01T04:00:00, the typical step is 1 h\)")
     with pytest.raises(DataError, match=expected):
         check_regular(np.delete(hourly, 3), "f")
+
+
+def test_time_options_name_the_files_own_candidate():
+    dated = xr.Dataset(coords={"when": ("when", np.array(["2020-01-01", "2020-01-02"], "datetime64[ns]")),
+                               "x": ("x", [0.0, 1.0])})
+    assert time_options(dated, ["when", "x"]) == "--time-dim when (time_dim='when' in Python)"
+    numbered = xr.Dataset(coords={"hour_index": ("hour_index", [0, 1], {"note": "days since 2001-1-1"})})
+    assert time_options(numbered, ["hour_index"]).startswith(
+        "--time-dim hour_index --time-units 'days since 2001-1-1'")
+    bare = xr.Dataset({"t": (("t_", "y"), np.zeros((2, 3)))})
+    assert time_options(bare, ["t_"]).startswith("--time-dim t_ --time-units 'UNITS since DATE'")
+    assert time_options(bare, ["t_", "y"]) == "--time-dim and one of t_, y (time_dim= in Python)"
+    assert "NAME" in time_options(bare, [])

@@ -52,7 +52,7 @@ import numpy as np
 import xarray as xr
 
 from atmorep.data.grids import LATITUDE_NAMES, LONGITUDE_NAMES, check_grid
-from atmorep.data.time_axis import TIME_NAMES, TIME_OPTIONS, name_time, standardise_time
+from atmorep.data.time_axis import TIME_NAMES, name_time, standardise_time, time_options
 from atmorep.errors import DataError
 from atmorep.fields import FIELD_SPECS, LevelKind, canonical_field_name
 
@@ -209,9 +209,10 @@ def _check_variable_dims(ds: xr.Dataset, origin: str) -> None:
         horizontal = dims & set(LATITUDE_NAMES) and dims & set(LONGITUDE_NAMES)
         if unknown or len(levels) > 1 or not has_time or not horizontal:
             hint = "".join(text for dim, text in _HINTS.items() if dim in dims)
+            time = "" if has_time or not unknown else (
+                f"name the time dimension with {time_options(ds, unknown)}, or ")
             raise DataError(f"{origin}: variable '{name}' has dimensions ({', '.join(map(str, var.dims))}); "
-                            f"expected {EXPECTED_DIMS}{hint}; name a time dimension with {TIME_OPTIONS}, or "
-                            f"others with {RENAME_OPTION}")
+                            f"expected {EXPECTED_DIMS}{hint}; {time}rename others with {RENAME_OPTION}")
 
 
 def squeeze_extra_dims(ds: xr.Dataset) -> xr.Dataset:

@@ -30,6 +30,7 @@ STEP_UNITS = {"h": "h", "hour": "h", "hours": "h", "hr": "h", "hrs": "h",
               "s": "s", "sec": "s", "second": "s", "seconds": "s",
               "d": "D", "day": "D", "days": "D"}
 TIME_OPTIONS = ("--time-dim NAME --time-units 'hours since 1940-01-01' (time_dim=, time_units= in Python)")
+_TIME_LIKE = re.compile(r"time|date|hour|step", re.IGNORECASE)
 _UNITS_IN_TEXT = re.compile(r"\b(hours|minutes|seconds|days)\s+since\s+\d{4}-\d{1,2}-\d{1,2}[T ]?[\d:]*",
                             re.IGNORECASE)
 
@@ -49,6 +50,32 @@ def name_time(ds: xr.Dataset, time_dim: str, origin: str) -> xr.Dataset:
     if time_dim not in ds.coords:
         ds = ds.assign_coords({time_dim: np.arange(ds.sizes[time_dim])})
     return ds.rename({time_dim: "time"})
+
+
+def time_options(ds: xr.Dataset, candidates: list[str]) -> str:
+    """The options that name the time dimension, for an error: the file's own candidate by name.
+
+    Args:
+        ds: the dataset as read.
+        candidates: its dimensions that could be time (not latitude, longitude, level or member).
+
+    Returns:
+        ``--time-dim time_index --time-units '...'`` with the one candidate that holds dates or is
+        named like time (or the only candidate), with ``--time-units`` only when its values are plain
+        numbers, and the units its attributes mention where they do; :data:`TIME_OPTIONS` without one.
+    """
+    dated = [name for name in candidates if name in ds.coords and ds[name].dtype.kind in "MO"]
+    named = [name for name in candidates if _TIME_LIKE.search(str(name))]
+    chosen = next((group for group in (dated, named, candidates) if len(group) == 1), None)
+    if chosen is None:
+        return TIME_OPTIONS if not candidates else (
+            f"--time-dim and one of {', '.join(map(str, candidates))} (time_dim= in Python)")
+    name = chosen[0]
+    if name in ds.coords and ds[name].dtype.kind in "MO":
+        return f"--time-dim {name} (time_dim='{name}' in Python)"
+    units = _units_in_attributes(ds[name]) if name in ds.coords else None
+    example = f"'{units}'" if units else "'UNITS since DATE' (e.g. 'hours since 1940-01-01')"
+    return f"--time-dim {name} --time-units {example} (time_dim='{name}', time_units= in Python)"
 
 
 def standardise_time(ds: xr.Dataset, origin: str, time_units: str | None = None) -> xr.Dataset:
