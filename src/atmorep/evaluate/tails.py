@@ -27,8 +27,8 @@ import xarray as xr
 from atmorep.data.store import Store
 from atmorep.errors import DataError
 from atmorep.evaluate.metrics import crps_fair, power_spectrum, rmse, spread_skill_ratio
-from atmorep.infer.tiling import is_global_longitude
 from atmorep.numerics.interpolation import spline_weights
+from atmorep.numerics.longitude import is_global_longitude
 from atmorep.prediction_store import open_prediction
 from atmorep.tails.coarse import period_indices, read_target, time_indices
 from atmorep.tails.config import Target

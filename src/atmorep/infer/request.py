@@ -26,7 +26,8 @@ from atmorep.batch import AlphaOverride, BatchError
 from atmorep.config import RunConfig
 from atmorep.data.store import Store
 from atmorep.errors import DataError
-from atmorep.infer.tiling import Overlap, TilePlan, is_global_longitude
+from atmorep.infer.tiling import Overlap, TilePlan
+from atmorep.numerics.longitude import is_global_longitude
 from atmorep.numerics.modes import COARSENED
 from atmorep.tasks import CaseLayout, MaskingError, Task, get_task, inference_tasks
 from atmorep.tasks.infill import Region

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from atmorep.errors import DataError
+from atmorep.numerics.longitude import is_global_longitude
 
 logger = logging.getLogger(__name__)
 
@@ -400,18 +401,6 @@ def _axis_weights(origins: tuple[int, ...], size: int, length: int, periodic: bo
     total = np.zeros(size)
     np.add.at(total, index, windows)
     return windows / total[index]
-
-
-def is_global_longitude(longitude: np.ndarray) -> bool:
-    """Whether equally spaced ascending longitudes in [0, 360) go once around the globe."""
-    if longitude.ndim != 1 or longitude.size == 0 or np.any(longitude < 0) or np.any(longitude >= 360):
-        raise DataError("tile plan: longitude must be 1-D in [0, 360)")
-    if longitude.size == 1:
-        return False
-    steps = np.diff(longitude)
-    if np.any(steps <= 0) or not np.allclose(steps, steps[0], rtol=1e-5, atol=1e-9):
-        raise DataError("tile plan: longitude must be ascending and equally spaced")
-    return bool(np.isclose(steps[0] * longitude.size, 360.0, rtol=0, atol=1e-6 * longitude.size))
 
 
 def _check_trailing(tensor: torch.Tensor, shape: tuple[int, int], name: str, what: str) -> None:

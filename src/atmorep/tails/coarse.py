@@ -17,7 +17,7 @@ import torch
 from atmorep.batch import EPOCH, BatchMetadata
 from atmorep.data.store import Store
 from atmorep.errors import DataError
-from atmorep.infer.tiling import is_global_longitude
+from atmorep.numerics.longitude import is_global_longitude
 from atmorep.tails.backbone import Backbone
 from atmorep.tails.config import Target
 
