@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 
 from atmorep.errors import AtmorepError
+from atmorep.progress import command_console
 from atmorep.quickstart import QuickstartPlan
 
 app = typer.Typer(
@@ -32,8 +32,8 @@ model_app = typer.Typer(help="Inspect models.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 
-err_console = Console(stderr=True)
-console = Console()
+err_console = command_console(stderr=True)
+console = command_console()
 _state = {"debug": False}
 
 

@@ -1,4 +1,9 @@
-"""Progress bars (rich): one bar for the command line, training and the simulator.
+"""Console output (rich): the console commands print to, and one progress bar for the command line,
+training and the simulator.
+
+:func:`command_console` is the console of what commands print: where the output is not a terminal
+(a log, a pipe) rich would assume 80 columns and cut wide tables to ``0.0…``; it is made wide enough
+there that tables keep their natural width.
 
 :class:`ProgressBar` draws a description, the bar, the amount done (``done/total`` or a format of
 its own), elapsed and remaining time and optional live numbers; :func:`progress_bar` turns it into
@@ -8,6 +13,7 @@ the plain ``update(done, total)`` callback that library functions take.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
@@ -20,6 +26,21 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+# The width of output that is not a terminal: tables render at their natural width up to this.
+LOG_WIDTH = 240
+
+
+def command_console(stderr: bool = False) -> Console:
+    """Rich's console for a command's output, on standard output (or error).
+
+    At a terminal it takes the terminal's width; elsewhere ``COLUMNS`` when set, else
+    :data:`LOG_WIDTH`, so that a table printed into a log is not cut to 80 columns.
+    """
+    console = Console(stderr=stderr)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = LOG_WIDTH
+    return console
 
 
 class ProgressBar:

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 
+from atmorep.progress import command_console
+
 if TYPE_CHECKING:  # the command line imports this module for its defaults: keep that import light
     from atmorep.config import RunConfig
 
@@ -162,7 +164,7 @@ def run(plan: QuickstartPlan, console: Console | None = None) -> None:
     """Run every step of the quickstart, reusing finished ones."""
     from atmorep.data.demo import sample_demo
 
-    console = console or Console()
+    console = console or command_console()
     console.rule("1/8 simulate the default corpus")
     simulate_periods(plan)
     console.rule("2/8 prepare stores")
