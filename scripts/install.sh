@@ -11,9 +11,9 @@
 # torch (for example a GPU build) keeps it, and the lock's pins of torch and of what torch
 # requires are left out.
 #
-# Usage: scripts/install.sh [EXTRAS]   (default extras: sim,grib,dev)
+# Usage: scripts/install.sh [EXTRAS]   (default extras: sim,grib,hybrid,dev)
 set -euo pipefail
-extras="${1:-sim,grib,dev}"
+extras="${1:-sim,grib,hybrid,dev}"
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 

@@ -16,11 +16,11 @@ venv_python="$work/venv/bin/python"
 name=$("$venv_python" scripts/lock.py name)
 echo "resolving the environment for $name in an empty virtual environment"
 "$venv_python" -m pip install --quiet "torch==2.13.0"
-"$venv_python" -m pip install --quiet -e ".[sim,grib,dev]"
+"$venv_python" -m pip install --quiet -e ".[sim,grib,hybrid,dev]"
 
 {
     echo "# The tested environment of atmorep: pip constraints, used by scripts/install.sh."
-    echo "# Interpreter and platform: ${name%.txt}; PyTorch CPU build; extras sim,grib,dev."
+    echo "# Interpreter and platform: ${name%.txt}; PyTorch CPU build; extras sim,grib,hybrid,dev."
     echo "# Made by 'make lock' on $(date -u +%Y-%m-%d); see docs/install.md before editing."
     "$venv_python" -m pip freeze --exclude-editable | LC_ALL=C sort -f
 } > "$work/lock.txt"

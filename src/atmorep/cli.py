@@ -29,8 +29,11 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Make, prepare, inspect and sample data.", no_args_is_help=True)
 model_app = typer.Typer(help="Inspect models.", no_args_is_help=True)
+hybrid_app = typer.Typer(help="Hybrid physics-ML models: a differentiable core plus a learned correction.",
+                         no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
+app.add_typer(hybrid_app, name="hybrid")
 
 err_console = command_console(stderr=True)
 console = command_console()
@@ -723,6 +726,64 @@ def finetune(
     console.print(f"{result.steps} steps in {result.seconds:.0f} s; tail checkpoint: {result.checkpoint}")
     for name, value in result.validation.items():
         console.print(f"  validation {name}: {value:.4g}")
+
+
+# ----------------------------------------------------------------------------------------- hybrid
+
+
+def _need_hybrid_extra() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("dinosaur_torch") is None:
+        raise AtmorepError("atmorep hybrid needs the optional extra 'hybrid' (the dinosaur-torch core): "
+                           "pip install 'atmorep[hybrid]'")
+
+
+@hybrid_app.command("train")
+@friendly_errors
+def hybrid_train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Hybrid configuration (YAML).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    every: Annotated[int, typer.Option(help="Print the loss every that many steps.")] = 20,
+) -> None:
+    """Train the correction of a hybrid model offline or online (see docs/hybrid.md)."""
+    _need_hybrid_extra()
+    from atmorep.hybrid.config import load_hybrid_config
+    from atmorep.hybrid.run import train_hybrid
+
+    settings = load_hybrid_config(config, overrides or [])
+
+    def progress(step: int, loss: float) -> None:
+        if step % max(every, 1) == 0:
+            console.print(f"step {step}: loss {loss:.4g}")
+
+    result = train_hybrid(settings, progress)
+    console.print(f"{settings.train.mode}: {result['steps']} steps in {result['seconds']:.0f} s, "
+                  f"final loss {result['final_loss']:.4g}; checkpoint: {result['checkpoint']}")
+
+
+@hybrid_app.command("evaluate")
+@friendly_errors
+def hybrid_evaluate(
+    runs: Annotated[list[Path], typer.Argument(help="Hybrid checkpoints (run folders) of one core.")],
+    truth: Annotated[Path, typer.Option(help="The test period: a sigma-level run (u, v, t, z, sp).")],
+    climatology: Annotated[Path, typer.Option(help="The period whose time mean is the climatology "
+                                                   "(the training period).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the scores and report.")],
+    days: Annotated[float, typer.Option(help="Longest lead, days.")] = 5.0,
+    every_days: Annotated[float, typer.Option(help="Days between forecast starts.")] = 2.0,
+    free_run_days: Annotated[float | None, typer.Option(
+        help="Length of the free runs, days (default: the whole test period).")] = None,
+) -> None:
+    """Score the raw core, hybrids, persistence and climatology; free runs for stability and bias."""
+    _need_hybrid_extra()
+    from atmorep.hybrid.run import evaluate_hybrids
+
+    if days <= 0 or every_days <= 0 or (free_run_days is not None and free_run_days <= 0):
+        raise AtmorepError("--days, --every-days and --free-run-days must be positive")
+    result = evaluate_hybrids(runs, truth, climatology, output, days=days, every_days=every_days,
+                              free_run_days=free_run_days)
+    console.print((result["output"] / "report.md").read_text(), markup=False, highlight=False)
 
 
 def run() -> None:  # pragma: no cover - console script entry point for python -m
