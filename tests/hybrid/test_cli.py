@@ -64,7 +64,8 @@ def test_bad_input_is_one_line(sigma_store, tmp_path):
     result = _invoke("hybrid", "train", "--config", config, "core.time_step_minutes=50")
     assert result.exit_code == 2 and "interval_hours 6 must be a whole number of time steps" in result.output
     result = _invoke("hybrid", "train", "--config", config, "core.interval_hours=5")
-    assert result.exit_code == 2 and "times are 6 h apart; the hybrid step of 5 h must be a multiple" in result.output
+    assert result.exit_code == 2
+    assert "times are 6 h apart; the hybrid step of 5 h must be a multiple" in result.output
     result = _invoke("hybrid", "evaluate", tmp_path / "nothing", "--truth", sigma_store, "--climatology",
                      sigma_store, "-o", tmp_path / "out")
     assert result.exit_code == 2 and "is not a hybrid checkpoint" in result.output
