@@ -6,7 +6,9 @@
   gradients flowing through the core; the loss is the scaled squared error against the truth at
   every step ``j`` (weighted ``1 / j``, since errors grow about linearly in variance). ``truncate``
   cuts the gradient every that many steps (truncated backpropagation through time); gradients are
-  clipped to norm ``clip``.
+  clipped to norm ``clip``. ``offline_minutes`` starts an online run with that many minutes of
+  offline fitting (a warm start within the same budget), so that the costly rollouts refine a
+  correction that already knows the one-step error.
 
 Both are latitude-weighted, use AdamW with a cosine decay over the wall-time budget, and stop at
 ``minutes`` of wall time or ``max_steps``, so the two can be compared at the same cost.
@@ -22,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from atmorep.errors import DataError
 from atmorep.hybrid.correction import HybridModel, Normaliser, channel_spread
@@ -47,6 +49,14 @@ class TrainSettings(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     clip: float = Field(1.0, gt=0)
     seed: int = 0
+    offline_minutes: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _warm_start_within_budget(self) -> TrainSettings:
+        if self.offline_minutes and (self.mode != "online" or self.offline_minutes >= self.minutes):
+            raise ValueError(f"offline_minutes {self.offline_minutes:g} is a warm start of an online run: "
+                             f"it needs mode online and less than minutes ({self.minutes:g})")
+        return self
 
 
 def utc_hours(times: np.ndarray) -> torch.Tensor:
@@ -97,12 +107,13 @@ def train(model: HybridModel, truth: Truth, settings: TrainSettings,
                                   weight_decay=settings.weight_decay)
     weights = _weights(model, truth.latitudes)
     hours = utc_hours(truth.times)
-    offline = settings.mode == "offline"
-    cores = core_steps(model, truth.fields) if offline else None
-    began, step, losses = time.perf_counter(), 0, []
+    began, step, offline_steps, losses = time.perf_counter(), 0, 0, []
+    warm = settings.offline_minutes * 60.0
+    cores = core_steps(model, truth.fields) if settings.mode == "offline" or warm > 0 else None
     budget = settings.minutes * 60.0
     while True:
         elapsed = time.perf_counter() - began
+        offline = settings.mode == "offline" or elapsed < warm
         if elapsed >= budget or (settings.max_steps is not None and step >= settings.max_steps):
             break
         for group in optimiser.param_groups:  # cosine decay over the wall-time budget
@@ -113,18 +124,19 @@ def train(model: HybridModel, truth: Truth, settings: TrainSettings,
         else:
             index = torch.randint(0, length - settings.rollout, (settings.batch_size,), generator=generator)
             loss = _online_loss(model, truth, hours, index, weights, settings)
+        if not torch.isfinite(loss):
+            raise DataError(f"hybrid training: the loss became {float(loss)} at step {step}; lower "
+                            "train.learning_rate or the rollout")
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.correction.parameters(), settings.clip)
         optimiser.step()
-        if not torch.isfinite(loss):
-            raise DataError(f"hybrid training: the loss became {float(loss)} at step {step}; lower "
-                            "train.learning_rate or the rollout")
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         step += 1
+        offline_steps += int(offline)
         if progress is not None:
             progress(step, float(loss))
-    return {"steps": step, "seconds": time.perf_counter() - began,
+    return {"steps": step, "seconds": time.perf_counter() - began, "offline_steps": offline_steps,
             "final_loss": float(np.mean(losses[-20:])) if losses else float("nan")}
 
 
