@@ -5,8 +5,9 @@ Steps, each skipped when its output exists (working directory ``--root``, defaul
 1. the truth: two independent jcm runs (SPEEDY physics, T31, all 8 sigma levels, 6-hourly, u, v,
    t, z, sp), each after 30 days of spin-up with its own seed: training 2000-01-01 + 60 days (seed
    1), test 2002-01-01 + 100 days (seed 3); about 4 minutes on 2 cores;
-2. the correction trained offline and online for ``--minutes`` each (``configs/hybrid.yaml``), the
-   two at once on one thread each, so that they have the same cost;
+2. the correction trained for ``--minutes`` each (``configs/hybrid.yaml``): offline, online from
+   scratch, and online after a third of the budget offline (``online-warm``), each on one
+   thread, as many at once as there are cores, so that they have the same cost;
 3. on the test period: RMSE and ACC against lead to ``--days`` for the raw core, both hybrids,
    persistence and climatology (the training period's mean), and a free run over the whole test
    period from its first state (``atmorep hybrid evaluate``);
@@ -34,7 +35,7 @@ from atmorep.data.simulate import SimulationSpec, simulate
 from atmorep.hybrid.config import load_hybrid_config
 from atmorep.hybrid.run import build_model, evaluate_hybrids
 from atmorep.hybrid.state import read_truth
-from atmorep.hybrid.training import TrainSettings, train
+from atmorep.hybrid.training import TrainSettings, core_steps, train
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "hybrid.yaml"
 FIELDS = ("u", "v", "t", "z", "sp")
@@ -52,22 +53,26 @@ def truth(root: Path) -> dict[str, Path]:
 
 
 def trained(root: Path, train_path: Path, minutes: float) -> list[Path]:
-    """Offline and online checkpoints, trained side by side on one thread each."""
-    runs = [root / mode for mode in ("offline", "online")]
-    jobs = []
-    for run in runs:
-        if (run / "hybrid.json").exists():
-            continue
-        command = [sys.executable, "-m", "atmorep", "hybrid", "train", "--config", str(CONFIG),
-                   f"data.train={train_path}", f"train.mode={run.name}", f"train.minutes={minutes:g}",
-                   f"run_dir={run}", "--every", "50"]
-        log = open(root / f"{run.name}.log", "w")  # noqa: SIM115 - closed when the job ends
-        jobs.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                      env={**os.environ, "OMP_NUM_THREADS": "1"}), log))
-    for job, log in jobs:
-        if job.wait() != 0:
-            raise SystemExit(f"training failed; see {log.name}")
-        log.close()
+    """Offline, online and warm-started online checkpoints, each on one thread, as many at once as
+    there are cores (so that every run has the same cost)."""
+    runs = [root / mode for mode in ("offline", "online", "online-warm")]
+    pending = [run for run in runs if not (run / "hybrid.json").exists()]
+    parallel = max(1, os.cpu_count() or 1)
+    for first in range(0, len(pending), parallel):
+        jobs = []
+        for run in pending[first:first + parallel]:
+            warm = minutes / 3 if run.name == "online-warm" else 0  # a third of the budget offline first
+            command = [sys.executable, "-m", "atmorep", "hybrid", "train", "--config", str(CONFIG),
+                       f"data.train={train_path}", f"train.mode={run.name.split('-')[0]}",
+                       f"train.minutes={minutes:g}", f"train.offline_minutes={warm:g}", f"run_dir={run}",
+                       "--every", "50"]
+            log = open(root / f"{run.name}.log", "w")  # noqa: SIM115 - closed when the job ends
+            jobs.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                          env={**os.environ, "OMP_NUM_THREADS": "1"}), log))
+        for job, log in jobs:
+            if job.wait() != 0:
+                raise SystemExit(f"training failed; see {log.name}")
+            log.close()
     return runs
 
 
@@ -91,11 +96,19 @@ def speed(train_path: Path) -> pd.DataFrame:
                 model(fields, hours)
             rows.append({"what": f"step of 6 h, batch {batch}", "core_s": core,
                          "hybrid_s": (time.perf_counter() - began) / 3})
-    for mode in ("offline", "online"):
-        settings = TrainSettings(**{**config.train.model_dump(), "mode": mode, "max_steps": 3})
+    began = time.perf_counter()
+    core_steps(model, period.fields)
+    precompute = time.perf_counter() - began
+    rows.append({"what": f"offline: the core's steps from {period.fields.shape[0]} states, once",
+                 "core_s": precompute, "hybrid_s": float("nan")})
+    for mode, steps in (("offline", 50), ("online", 3)):
+        settings = TrainSettings(**{**config.train.model_dump(), "mode": mode, "max_steps": steps,
+                                    "offline_minutes": 0})
         result = train(model, period, settings)
-        rows.append({"what": f"training step, {mode}", "core_s": float("nan"),
-                     "hybrid_s": result["seconds"] / result["steps"]})
+        seconds = result["seconds"] - (precompute if mode == "offline" else 0.0)
+        rows.append({"what": f"training step, {mode} (batch {settings.batch_size}"
+                             + (f", rollout {settings.rollout})" if mode == "online" else ")"),
+                     "core_s": float("nan"), "hybrid_s": seconds / result["steps"]})
     return pd.DataFrame(rows)
 
 

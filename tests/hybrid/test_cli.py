@@ -51,6 +51,7 @@ def test_train_offline_and_online_then_evaluate(sigma_store, tmp_path):
     assert persistence["rmse"].max() < 1e-5  # a steady jet: persistence is exact for u
     runs = pd.read_csv(output / "free_run.csv")
     assert runs["bounded"].all() and (runs["days"] == 2.0).all()
+    assert (runs["small_scale_power"] >= 0).all()  # finite: the runs were scored
     assert (output / "scores.png").stat().st_size > 0 and "## Free runs" in (output / "report.md").read_text()
 
 

@@ -134,7 +134,8 @@ def _write(output: Path, scores: pd.DataFrame, runs: dict, cases: int) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     scores.to_csv(output / "scores.csv", index=False)
     summary = pd.DataFrame([{"model": name, "bounded": run["bounded"], "blew_up_day": run["blew_up_day"],
-                             "days": run["days"], "seconds_per_day": run["seconds_per_day"]}
+                             "days": run["days"], "seconds_per_day": run["seconds_per_day"],
+                             "small_scale_power": run.get("small_scale_power", float("nan"))}
                             for name, run in runs.items()])
     summary.to_csv(output / "free_run.csv", index=False)
     bias = [run["bias"].assign(model=name) for name, run in runs.items() if "bias" in run]

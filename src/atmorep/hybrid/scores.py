@@ -100,7 +100,8 @@ def free_run(model: HybridModel, truth: Truth) -> dict:
     Returns:
         ``bounded`` (bool), ``blew_up_day`` (the first day it was not, or None), ``seconds_per_day``,
         ``bias`` (DataFrame: field, level, bias RMS), ``spectra`` (DataFrame: wavenumber, model
-        and truth temperature power at the middle level), ``days``.
+        and truth temperature power at the middle level), ``small_scale_power`` (the run's power
+        over the truth's in the upper half of the wavenumbers), ``days``.
     """
     layers, interval = truth.sigma.size, model.core.spec.interval_hours
     steps = truth.fields.shape[0] - 1
@@ -137,6 +138,8 @@ def free_run(model: HybridModel, truth: Truth) -> dict:
     result["bias"] = pd.DataFrame(rows)
     result["spectra"] = pd.DataFrame({"wavenumber": np.arange(len(truth_power)),
                                       "model": spectrum / steps, "truth": truth_power / steps})
+    small = slice(len(truth_power) // 2, None)  # the upper half of the total wavenumbers
+    result["small_scale_power"] = float(spectrum[small].sum() / truth_power[small].sum())
     return result
 
 

@@ -8,7 +8,7 @@
   cuts the gradient every that many steps (truncated backpropagation through time); gradients are
   clipped to norm ``clip``. ``offline_minutes`` starts an online run with that many minutes of
   offline fitting (a warm start within the same budget), so that the costly rollouts refine a
-  correction that already knows the one-step error.
+  correction that already knows the one-step error (an offline run is offline throughout).
 
 Both are latitude-weighted, use AdamW with a cosine decay over the wall-time budget, and stop at
 ``minutes`` of wall time or ``max_steps``, so the two can be compared at the same cost.
@@ -53,9 +53,9 @@ class TrainSettings(BaseModel):
 
     @model_validator(mode="after")
     def _warm_start_within_budget(self) -> TrainSettings:
-        if self.offline_minutes and (self.mode != "online" or self.offline_minutes >= self.minutes):
-            raise ValueError(f"offline_minutes {self.offline_minutes:g} is a warm start of an online run: "
-                             f"it needs mode online and less than minutes ({self.minutes:g})")
+        if self.mode == "online" and self.offline_minutes >= self.minutes:
+            raise ValueError(f"offline_minutes {self.offline_minutes:g}, the offline warm start of an online "
+                             f"run, must be less than its minutes ({self.minutes:g})")
         return self
 
 
