@@ -82,7 +82,7 @@ def speed(train_path: Path) -> pd.DataFrame:
     config = load_hybrid_config(CONFIG, [f"data.train={train_path}", "run_dir=unused"])
     core = config.core
     period = read_truth(train_path, "2000-01-01", "2000-01-10", core.truncation, core.interval_hours)
-    model = build_model(config, period)
+    model, _ = build_model(config, period)
     rows = []
     with torch.no_grad():
         for batch in (1, 16):

@@ -111,6 +111,7 @@ def test_an_untrained_correction_reproduces_the_raw_core_exactly():
     raw = HybridModel(core, model.normaliser, *_grid(), np.zeros((32, 64)), None)
     assert torch.equal(model(fields, hours), raw(fields, hours))
     assert torch.equal(model(fields, hours), model.core_step(fields))
+    assert torch.equal(model.without_correction()(fields, hours), raw(fields, hours))
 
 
 def test_gradients_through_k_steps_match_finite_differences():

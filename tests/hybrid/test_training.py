@@ -26,7 +26,8 @@ def test_steps_are_counted_by_kind_and_the_correction_moves(sigma_store, tmp_pat
     config = resolve_hybrid_config({"data": {"train": str(sigma_store)}, "run_dir": str(tmp_path / "run"),
                                     "correction": {"width": 4, "depth": 1}})
     truth = read_truth(sigma_store, None, None, 21, 6)
-    model = build_model(config, truth)
+    model, cores = build_model(config, truth)
+    assert cores.shape == truth.fields.shape
     before = model.correction.out.weight.detach().clone()
     warm = TrainSettings(mode="online", minutes=60, offline_minutes=59, max_steps=4, batch_size=2, rollout=2)
     assert train(model, truth, warm)["offline_steps"] == 4  # all within the warm start

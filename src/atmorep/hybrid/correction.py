@@ -104,11 +104,16 @@ class HybridModel(nn.Module):
         self.converter = StateConverter(core)
         self.normaliser = normaliser
         self.correction = correction
+        self.latitudes, self.longitudes, self.orography = latitudes, longitudes, orography
         lat, lon = np.meshgrid(np.deg2rad(latitudes), np.deg2rad(longitudes), indexing="ij")  # [H, W]
         height = orography / 1000.0
         geometry = np.stack([np.sin(lat), np.cos(lat), np.sin(lon), np.cos(lon), height, height > 0.05])
         self.register_buffer("geometry", torch.as_tensor(geometry, dtype=torch.float32), persistent=False)
         self.register_buffer("longitude", torch.as_tensor(lon, dtype=torch.float32), persistent=False)
+
+    def without_correction(self) -> HybridModel:
+        """The same core and scales without a correction: the raw core."""
+        return HybridModel(self.core, self.normaliser, self.latitudes, self.longitudes, self.orography, None)
 
     def core_step(self, fields: torch.Tensor) -> torch.Tensor:
         """The raw core's fields one interval ahead, ``[B, C, H, W]``."""

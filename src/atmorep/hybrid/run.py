@@ -30,21 +30,23 @@ from atmorep.io import atomic_directory, atomic_write_text
 WEIGHTS, META = "hybrid.safetensors", "hybrid.json"
 
 
-def build_model(config: HybridConfig, truth: Truth) -> HybridModel:
-    """An untrained hybrid (zero correction) whose normaliser is measured on ``truth``."""
+def build_model(config: HybridConfig, truth: Truth) -> tuple[HybridModel, torch.Tensor]:
+    """An untrained hybrid (zero correction) whose normaliser is measured on ``truth``, and the raw
+    core's step from every state of ``truth`` ``[T, C, H, W]`` (what offline training fits)."""
     core = DynamicalCore(truth.sigma, truth.orography, config.core)
     raw = HybridModel(core, None, truth.latitudes, truth.longitudes, truth.orography, None)
-    normaliser = measure_normaliser(truth, core_steps(raw, truth.fields))
+    cores = core_steps(raw, truth.fields)
     correction = Correction(truth.fields.shape[1], config.correction.width, config.correction.depth)
-    return HybridModel(core, normaliser, truth.latitudes, truth.longitudes, truth.orography, correction)
+    return HybridModel(core, measure_normaliser(truth, cores), truth.latitudes, truth.longitudes,
+                       truth.orography, correction), cores
 
 
 def train_hybrid(config: HybridConfig, progress: Callable[[int, float], None] | None = None) -> dict:
     """Read the training period, train the correction, write the checkpoint to ``config.run_dir``."""
     start, end = config.data.period
     truth = read_truth(config.data.train, start, end, config.core.truncation, config.core.interval_hours)
-    model = build_model(config, truth)
-    summary = train(model, truth, config.train, progress)
+    model, cores = build_model(config, truth)
+    summary = train(model, truth, config.train, progress, cores=cores)
     summary["period"] = [str(truth.times[0]), str(truth.times[-1])]
     meta = {"config": config.model_dump(mode="json"), "sigma": truth.sigma.tolist(),
             "channels": channel_names(truth.sigma), "training": summary}
@@ -77,17 +79,6 @@ def load_hybrid(run_dir: str | Path) -> tuple[HybridModel, dict]:
     return model.eval(), meta
 
 
-def raw_core(model: HybridModel) -> HybridModel:
-    """The same core without correction."""
-    return HybridModel(model.core, model.normaliser, *_grid(model), None)
-
-
-def _grid(model: HybridModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    spec = model.core.grid.spec
-    orography = model.geometry[4].double().numpy() * 1000.0
-    return np.rad2deg(spec.latitudes), np.rad2deg(spec.longitudes), orography
-
-
 def evaluate_hybrids(run_dirs: Sequence[str | Path], truth_path: str | Path, climatology_path: str | Path,
                      output: str | Path, *, days: float = 5.0, every_days: float = 2.0,
                      free_run_days: float | None = None) -> dict:
@@ -112,7 +103,7 @@ def evaluate_hybrids(run_dirs: Sequence[str | Path], truth_path: str | Path, cli
         raise DataError(f"{truth_path}: {truth.fields.shape[0]} states; leads to {days:g} days need "
                         f"{steps + 1}")
     starts = np.arange(0, last + 1, max(1, round(every_days * 24 / spec.interval_hours)))
-    models = {"core": raw_core(loaded[0][0]),
+    models = {"core": loaded[0][0].without_correction(),
               **{Path(path).name: model for path, (model, _) in zip(run_dirs, loaded)}}
     climatology = climate.fields.double().mean(dim=0).float()
     scores = forecast_scores(models, truth, climatology, starts, steps)

@@ -89,8 +89,11 @@ def _scaled_error(error: torch.Tensor, scale: torch.Tensor, weights: torch.Tenso
 
 
 def train(model: HybridModel, truth: Truth, settings: TrainSettings,
-          progress: Callable[[int, float], None] | None = None) -> dict:
+          progress: Callable[[int, float], None] | None = None, cores: torch.Tensor | None = None) -> dict:
     """Train ``model.correction`` on ``truth`` in place; returns what was done (steps, seconds, losses).
+
+    ``cores``: the raw core's step from every state (:func:`core_steps`), if already computed;
+    offline fitting needs them.
 
     Raises:
         DataError: the period is too short for one rollout.
@@ -109,7 +112,8 @@ def train(model: HybridModel, truth: Truth, settings: TrainSettings,
     hours = utc_hours(truth.times)
     began, step, offline_steps, losses = time.perf_counter(), 0, 0, []
     warm = settings.offline_minutes * 60.0
-    cores = core_steps(model, truth.fields) if settings.mode == "offline" or warm > 0 else None
+    if cores is None and (settings.mode == "offline" or warm > 0):
+        cores = core_steps(model, truth.fields)
     budget = settings.minutes * 60.0
     while True:
         elapsed = time.perf_counter() - began
