@@ -64,6 +64,9 @@ def test_bad_truths_are_named(sigma_store, tmp_path):
         read_truth(sigma_store, "2005-01-01", "2005-02-01", 21, 6)
     with pytest.raises(DataError, match="core's truncation T31 is finer than the truth's T21"):
         read_truth(sigma_store, None, None, 31, 6)
+    with pytest.raises(DataError, match=r"nothing.zarr: no such store; make a sigma-level run with: atmorep "
+                                        r"data simulate .*nothing.zarr --interval 6 --fields u,v,t,z,sp"):
+        read_truth(tmp_path / "nothing.zarr", None, None, 21, 6)
     with pytest.raises(DataError, match="not a Gaussian grid"):
         ds.isel(latitude=slice(0, 30)).to_zarr(tmp_path / "d.zarr")
         read_truth(tmp_path / "d.zarr", None, None, 21, 6)

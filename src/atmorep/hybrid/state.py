@@ -147,6 +147,9 @@ def read_truth(path: str | Path, start: str | None, end: str | None, truncation:
     """
     from atmorep.data.sources import open_dataset
 
+    if not Path(path).exists():
+        raise DataError(f"{path}: no such store; make a sigma-level run with: atmorep data simulate {path} "
+                        "--interval 6 --fields u,v,t,z,sp")
     ds = open_dataset(path, fields=list(FIELDS))
     missing = [name for name in FIELDS if name not in ds]
     if missing:
