@@ -53,6 +53,14 @@ def test_train_offline_and_online_then_evaluate(sigma_store, tmp_path):
     assert runs["bounded"].all() and (runs["days"] == 2.0).all()
     assert (runs["small_scale_power"] >= 0).all()  # finite: the runs were scored
     assert (output / "scores.png").stat().st_size > 0 and "## Free runs" in (output / "report.md").read_text()
+    for extra, message in ((["--days", "0.1"], "at least one hybrid step (6 h)"),
+                           (["--free-run-days", "0.1"], "at least one hybrid step (6 h)")):
+        result = _invoke("hybrid", "evaluate", tmp_path / "online", "--truth", sigma_store, "--climatology",
+                         sigma_store, "-o", output, *extra)
+        assert result.exit_code == 2 and message in result.output
+    result = _invoke("hybrid", "evaluate", tmp_path / "online", tmp_path / "online", "--truth", sigma_store,
+                     "--climatology", sigma_store, "-o", output)
+    assert result.exit_code == 2 and "give them distinct names" in result.output
 
 
 def test_bad_input_is_one_line(sigma_store, tmp_path):
@@ -67,6 +75,12 @@ def test_bad_input_is_one_line(sigma_store, tmp_path):
     result = _invoke("hybrid", "train", "--config", config, "core.interval_hours=5")
     assert result.exit_code == 2
     assert "times are 6 h apart; the hybrid step of 5 h must be a multiple" in result.output
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    result = _invoke("hybrid", "train", "--config", config, f"run_dir={precious}")
+    assert result.exit_code == 2 and "exists and is not a hybrid checkpoint" in result.output
+    assert (precious / "notes.txt").read_text() == "keep me"
     result = _invoke("hybrid", "evaluate", tmp_path / "nothing", "--truth", sigma_store, "--climatology",
                      sigma_store, "-o", tmp_path / "out")
     assert result.exit_code == 2 and "is not a hybrid checkpoint" in result.output

@@ -67,6 +67,9 @@ def test_bad_truths_are_named(sigma_store, tmp_path):
     with pytest.raises(DataError, match=r"nothing.zarr: no such store; make a sigma-level run with: atmorep "
                                         r"data simulate .*nothing.zarr --interval 6 --fields u,v,t,z,sp"):
         read_truth(tmp_path / "nothing.zarr", None, None, 21, 6)
+    with pytest.raises(DataError, match=r"times are not evenly 6 h apart: 12 h after 2001-01-01T12:00"):
+        ds.drop_isel(time=3).to_zarr(tmp_path / "gap.zarr")
+        read_truth(tmp_path / "gap.zarr", None, None, 21, 6)
     with pytest.raises(DataError, match="not a Gaussian grid"):
         ds.isel(latitude=slice(0, 30)).to_zarr(tmp_path / "d.zarr")
         read_truth(tmp_path / "d.zarr", None, None, 21, 6)

@@ -52,7 +52,11 @@ def train_hybrid(config: HybridConfig, progress: Callable[[int, float], None] | 
             "channels": channel_names(truth.sigma), "training": summary}
     tensors = {**{f"correction.{k}": v.contiguous() for k, v in model.correction.state_dict().items()},
                **model.normaliser.tensors(), "orography": torch.as_tensor(truth.orography).contiguous()}
-    with atomic_directory(Path(config.run_dir), overwrite=True) as tmp:
+    run_dir = Path(config.run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / META).is_file():
+        raise DataError(f"run_dir '{run_dir}' exists and is not a hybrid checkpoint; choose another run_dir "
+                        "(an existing checkpoint is replaced, anything else is kept)")
+    with atomic_directory(run_dir, overwrite=True) as tmp:
         tmp.mkdir()
         save_file(tensors, str(tmp / WEIGHTS))
         atomic_write_text(tmp / META, json.dumps(meta, indent=2))
@@ -94,10 +98,25 @@ def evaluate_hybrids(run_dirs: Sequence[str | Path], truth_path: str | Path, cli
     cores = {json.dumps(meta["config"]["core"], sort_keys=True) for _, meta in loaded}
     if len(cores) != 1:
         raise DataError("hybrid evaluate: the checkpoints have different cores; compare models of one core")
+    names = [Path(path).name for path in run_dirs]
+    if len(set(names)) != len(names) or set(names) & {"core", "persistence", "climatology"}:
+        raise DataError(f"hybrid evaluate: checkpoints are named by their folders ({', '.join(names)}); "
+                        "give them distinct names other than core, persistence and climatology")
+    levels = {tuple(meta["sigma"]) for _, meta in loaded}
+    if len(levels) != 1:
+        raise DataError("hybrid evaluate: the checkpoints have different sigma levels; compare models of "
+                        "one core")
     spec = loaded[0][0].core.spec
     truth = read_truth(truth_path, None, None, spec.truncation, spec.interval_hours)
     climate = read_truth(climatology_path, None, None, spec.truncation, spec.interval_hours)
+    for path, period in ((truth_path, truth), (climatology_path, climate)):
+        if tuple(period.sigma.tolist()) != next(iter(levels)):
+            raise DataError(f"{path}: sigma levels {period.sigma.tolist()}; the checkpoints have "
+                            f"{list(next(iter(levels)))}")
     steps = round(days * 24 / spec.interval_hours)
+    if steps < 1 or (free_run_days is not None and round(free_run_days * 24 / spec.interval_hours) < 1):
+        raise DataError(f"hybrid evaluate: --days and --free-run-days must be at least one hybrid step "
+                        f"({spec.interval_hours:g} h)")
     last = truth.fields.shape[0] - 1 - steps
     if last < 0:
         raise DataError(f"{truth_path}: {truth.fields.shape[0]} states; leads to {days:g} days need "

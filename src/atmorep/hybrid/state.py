@@ -186,4 +186,9 @@ def _every(ds: xr.Dataset, interval_hours: float, path: str | Path) -> xr.Datase
     if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
         raise DataError(f"{path}: times are {step:g} h apart; the hybrid step of {interval_hours:g} h must "
                         "be a multiple of that")
+    spacing = np.diff(ds.time.values) / np.timedelta64(1, "s") / 3600.0
+    if np.any(np.abs(spacing - step) > 1e-6):
+        gap = int(np.argmax(np.abs(spacing - step) > 1e-6))
+        raise DataError(f"{path}: times are not evenly {step:g} h apart: {spacing[gap]:g} h after "
+                        f"{str(ds.time.values[gap])[:16]}; the hybrid model needs a complete record")
     return ds.isel(time=slice(None, None, round(ratio)))

@@ -139,7 +139,7 @@ def train(model: HybridModel, truth: Truth, settings: TrainSettings,
         step += 1
         offline_steps += int(offline)
         if progress is not None:
-            progress(step, float(loss))
+            progress(step, losses[-1])
     return {"steps": step, "seconds": time.perf_counter() - began, "offline_steps": offline_steps,
             "final_loss": float(np.mean(losses[-20:])) if losses else float("nan")}
 
