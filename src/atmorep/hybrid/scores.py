@@ -23,7 +23,6 @@ import torch
 from atmorep.hybrid.correction import HybridModel
 from atmorep.hybrid.state import LEVEL_FIELDS, Truth
 from atmorep.hybrid.training import utc_hours
-from atmorep.numerics.latitude import latitude_weights
 
 BOUND = 200.0  # m/s: a free run whose winds exceed this has blown up
 SCORED = (*LEVEL_FIELDS, "sp")
@@ -66,7 +65,7 @@ def forecast_scores(models: Mapping[str, HybridModel], truth: Truth, climatology
     """
     layers = truth.sigma.size
     interval = next(iter(models.values())).core.spec.interval_hours
-    weights = torch.as_tensor(latitude_weights(truth.latitudes), dtype=torch.float64)[:, None]
+    weights = truth.weights(torch.float64)
     index = torch.as_tensor(starts)[:, None] + torch.arange(1, steps + 1)[None]  # [S, K]
     target = physical(truth.fields[index], layers)
     reference = physical(climatology, layers)
@@ -125,7 +124,7 @@ def free_run(model: HybridModel, truth: Truth) -> dict:
               "seconds_per_day": seconds / max(done * interval / 24.0, 1e-9)}
     if blew_up is not None:
         return result
-    weights = torch.as_tensor(latitude_weights(truth.latitudes), dtype=torch.float64)[:, None]
+    weights = truth.weights(torch.float64)
     mean_model = physical((total / steps).float(), layers)
     mean_truth = physical(truth.fields[1:].double().mean(dim=0).float(), layers)
     rows = []

@@ -23,6 +23,7 @@ from torch import nn
 
 from atmorep.errors import DataError
 from atmorep.hybrid.core import DynamicalCore, State, gaussian_truncation, grid_spec, sigma_boundaries
+from atmorep.numerics.latitude import latitude_weights
 
 LEVEL_FIELDS = ("u", "v", "t")
 FIELDS = (*LEVEL_FIELDS, "sp", "z")  # read from the truth; z only for the orography
@@ -85,6 +86,10 @@ class Truth:
     orography: np.ndarray
     latitudes: np.ndarray
     longitudes: np.ndarray
+
+    def weights(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Latitude weights ``[H, 1]`` of the grid (mean 1), to broadcast against ``[..., H, W]``."""
+        return torch.as_tensor(latitude_weights(self.latitudes), dtype=dtype)[:, None]
 
 
 class _SpectralRegrid:

@@ -29,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from atmorep.errors import DataError
 from atmorep.hybrid.correction import HybridModel, Normaliser, channel_spread
 from atmorep.hybrid.state import Truth
-from atmorep.numerics.latitude import latitude_weights
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +79,6 @@ def measure_normaliser(truth: Truth, core: torch.Tensor) -> Normaliser:
                       error=channel_spread(fields[1:] - core[:-1]))
 
 
-def _weights(model: HybridModel, latitudes: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(latitude_weights(latitudes), dtype=torch.float32)[None, None, :, None]
-
-
 def _scaled_error(error: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return ((error / scale[None, :, None, None]) ** 2 * weights).mean()
 
@@ -108,7 +103,7 @@ def train(model: HybridModel, truth: Truth, settings: TrainSettings,
     torch.manual_seed(settings.seed)
     optimiser = torch.optim.AdamW(model.correction.parameters(), lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
-    weights = _weights(model, truth.latitudes)
+    weights = truth.weights()
     hours = utc_hours(truth.times)
     began, step, offline_steps, losses = time.perf_counter(), 0, 0, []
     warm = settings.offline_minutes * 60.0
