@@ -204,6 +204,19 @@ class Batch:
                   for k, v in self.extras.items()}
         return replace(self, fields=fields, extras=extras)
 
+    def time_window(self, start: int, steps: int) -> Batch:
+        """The batch cut to its time steps ``start .. start + steps - 1`` (the ``[B, L, T, H, W]`` extras
+        too)."""
+        total = self.metadata.time.shape[1]
+        if not (0 <= start and steps >= 1 and start + steps <= total):
+            raise BatchError(f"time window {start}..{start + steps - 1} is outside the batch's {total} steps")
+        if start == 0 and steps == total:
+            return self
+        cut = slice(start, start + steps)
+        return replace(self, fields={k: v[:, :, cut] for k, v in self.fields.items()},
+                       extras={k: v[:, :, cut] if v.ndim == 5 else v for k, v in self.extras.items()},
+                       metadata=replace(self.metadata, time=self.metadata.time[:, cut]))
+
     def guide(self) -> dict[str, torch.Tensor]:
         """Per field another model's values ``[B, L, T, H, W]`` (model correction), where the batch has
         them."""

@@ -154,6 +154,15 @@ class OptimConfig(_Strict):
     accumulate: int = Field(1, ge=1)
 
 
+class RolloutConfig(_Strict):
+    """Training through rollouts of the forecast (docs/training.md): a box long enough for ``steps``
+    forecast passes, each pass given the previous passes' predictions of one ensemble member."""
+
+    steps: int = Field(1, ge=1)  # forecast passes per sample (1: the one-box forecast)
+    # gradients flow back through at most this many passes (truncated backpropagation; None: all)
+    backprop_steps: int | None = Field(None, ge=1)
+
+
 class TrainConfig(_Strict):
     """The training run."""
 
@@ -163,6 +172,7 @@ class TrainConfig(_Strict):
     max_minutes: float | None = Field(None, gt=0)  # wall-clock bound; stops cleanly when reached
     tasks: dict[str, float] = {"bert": 0.5, "forecast": 0.3, "interpolate": 0.1, "infill": 0.1}
     forecast_tokens: int = Field(1, ge=1)  # time tokens masked at the end of the box
+    rollout: RolloutConfig = RolloutConfig()  # forecast draws roll out this many passes
     # options of a task by name, e.g. {infill: {max_fraction: 1.0, regions: 2}} (docs/training.md)
     task_options: dict[str, dict[str, Any]] = {}
     losses: dict[str, float] = {"crps_fair": 1.0, "mse_member": 0.1}

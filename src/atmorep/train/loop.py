@@ -66,6 +66,7 @@ from atmorep.train.calibration import calibration_tasks, fit_spread, reset_sprea
 from atmorep.train.checks import check_train_config, with_levels
 from atmorep.train.optimizer import build_optimizer
 from atmorep.train.residual_scales import fill_unestimated, initialise_scales
+from atmorep.train.rollout import rollout_box
 from atmorep.train.schedule import build_scheduler
 from atmorep.train.state import DataDescription, TrainingParts, TrainingState, restore_state, save_state
 from atmorep.train.step import masking_generator, train_step
@@ -141,7 +142,8 @@ class Trainer:
         self.runtime, self.stop = runtime, stop
         self.run_dir = Path(config.train.run_dir)
         paths, field_paths = config.data.stores("train")
-        self.dataset = BoxDataset(paths, config.fields, config.data, seed=config.train.seed,
+        sampled = config.data.model_copy(update={"box": rollout_box(config)})  # longer boxes for a rollout
+        self.dataset = BoxDataset(paths, config.fields, sampled, seed=config.train.seed,
                                   rank=runtime.env.rank, field_paths=field_paths,
                                   guide_paths=config.data.guide_stores("train"))
         self.config = with_levels(config, self.dataset.levels)

@@ -130,6 +130,12 @@ def train_step(model: nn.Module, batch: Batch, config: RunConfig, generator: tor
                runtime: Runtime) -> StepResult:
     """Forward pass and loss of one (micro-)batch with a task drawn from ``train.tasks``."""
     task = draw_task(config.train.tasks, generator)
+    if task == "forecast" and config.train.rollout.steps > 1:
+        from atmorep.train.rollout import rollout_step  # it builds on this module's forward pass
+
+        total, components, tokens, targets = rollout_step(model, batch, config, generator, runtime)
+        return StepResult(loss=total, components=components, task=task, tokens=tokens, targets=targets)
+    batch = batch.time_window(0, config.data.box.time)  # a rollout run reads longer boxes
     output, masked, alpha = forward_masked(model, batch, config, task, generator, runtime)
     per_field = field_losses(output, masked, alpha, config.train.latitude_weighting)
     total, components = combine_losses(per_field, config.train.losses, field_weights(config))
