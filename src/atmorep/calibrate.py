@@ -25,6 +25,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from atmorep.checkpoint import (
@@ -39,6 +40,7 @@ from atmorep.checkpoint import (
 )
 from atmorep.errors import DataError
 from atmorep.infer.engine import infer
+from atmorep.infer.lead_spread import LEAD_SPREAD, LeadSpread, smoothed_factors
 from atmorep.infer.predictor import BoxPredictor
 from atmorep.infer.request import InferenceRequest, Region, case_times
 from atmorep.tasks import get_task
@@ -62,7 +64,8 @@ class CalibrationRequest:
         data: a held-out prepared store (the validation period; never the data you will score).
         tasks: the zero-shot tasks to calibrate, each setting the factors of its kind of guess.
         every_hours: spacing of the cases' reference times.
-        lead_hours: forecast only: the lead to calibrate (default: the box's one-shot lead).
+        lead_hours: forecast only: the longest lead of a member rollout whose spread factors per lead are
+            fitted and stored (:mod:`atmorep.infer.lead_spread`; default: none, the one-pass factors only).
         infill_region: infill only: the region hidden (default: the inference default).
         input: correct only: another model's values paired with ``data`` (the default tasks leave
             correct out).
@@ -89,6 +92,7 @@ class CalibrationResult:
 
     checkpoint: Path
     before: dict[str, dict[str, float]] = field(default_factory=dict)
+    lead_spread: LeadSpread | None = None  # the factors per lead of a forecast rollout, if fitted
 
 
 def _spread_skill(prediction: Path, truth: Path) -> dict[str, float]:
@@ -123,13 +127,15 @@ def calibrate(request: CalibrationRequest) -> CalibrationResult:
     with tempfile.TemporaryDirectory(prefix="atmorep-calibrate-") as scratch:
         for task in request.tasks:
             output = Path(scratch) / f"{task}.zarr"
-            times = case_times(request.data, task, predictor.config, request.every_hours, request.lead_hours)
+            per_lead = task == "forecast" and request.lead_hours is not None  # the tail at one pass, then
+            lead_hours = None if per_lead else request.lead_hours  # factors per lead of a rollout
+            times = case_times(request.data, task, predictor.config, request.every_hours, lead_hours)
             if not times:
                 raise DataError(f"calibrate: '{request.data}' is too short for one {task} case of the "
                                 f"model's box; calibrate on a longer held-out period")
             inference = InferenceRequest(
                 checkpoint, request.data, output, task=task, times=times,
-                **get_task(task).pick({"lead_hours": request.lead_hours,
+                **get_task(task).pick({"lead_hours": lead_hours,
                                        "infill_region": request.infill_region, "input": request.input}),
                 rollout="mean", batch_size=request.batch_size, device=request.device,
                 precision=request.precision, overwrite=True)
@@ -144,10 +150,69 @@ def calibrate(request: CalibrationRequest) -> CalibrationResult:
             set_spread(model, factors)
             logger.info("%s: spread/skill %s before calibration", task,
                         ", ".join(f"{name} {ratio:.3g}" for name, ratio in ratios.items()))
+            if per_lead:
+                result.lead_spread = _fit_lead_spread(request, checkpoint, predictor, Path(scratch))
     if read_meta(checkpoint).get("step") != step:
         raise DataError(f"checkpoint '{checkpoint}' was rewritten (step {step} -> "
                         f"{read_meta(checkpoint).get('step')}) while it was calibrated; calibrate it again")
     _write(checkpoint, model.state_dict(), request, result)
+    return result
+
+
+def _fit_lead_spread(request: CalibrationRequest, checkpoint: Path, predictor: BoxPredictor,
+                     scratch: Path) -> LeadSpread | None:
+    """Spread factors per field, level and lead of a member rollout to ``request.lead_hours``
+    (:mod:`atmorep.infer.lead_spread`), with the tail's factors as just calibrated; None when the lead
+    needs no rollout."""
+    import xarray as xr
+
+    from atmorep.evaluate.scoring import score
+
+    times = case_times(request.data, "forecast", predictor.config, request.every_hours, request.lead_hours)
+    if not times:
+        raise DataError(f"calibrate: '{request.data}' is too short for one forecast case to "
+                        f"{request.lead_hours:g} h; calibrate with a shorter --lead-hours or a longer period")
+    output = scratch / "forecast-rollout.zarr"
+    inference = InferenceRequest(checkpoint, request.data, output, task="forecast", times=times,
+                                 lead_hours=request.lead_hours, rollout="members",
+                                 batch_size=request.batch_size, device=request.device,
+                                 precision=request.precision, overwrite=True)
+    infer(inference, predictor=predictor)
+    with xr.open_zarr(output) as opened:
+        rolled = int(opened.attrs.get("one_shot_lead_hours", 0)) < request.lead_hours
+        applied = bool(opened.attrs.get("lead_spread"))
+    if not rolled:
+        return None
+    table = score(output, request.data, baselines=False).table
+    rows = table[(table["method"] == "model") & (table["metric"] == "spread_skill")]
+    leads = np.sort(rows["lead"].unique())
+    previous = LeadSpread.from_meta(read_meta(checkpoint)) if applied else None
+    factors = {}
+    for name, part in rows.groupby("field", sort=False):
+        ratios = _by_level(part, predictor.levels[name], leads)  # [L, P]
+        count = ratios.shape[0]
+        old = (previous.table([name], {name: count}, leads).numpy() if previous is not None
+               else np.ones((count, leads.size)))
+        # ratios measured on members already scaled by the old factors: the new factor is old / ratio
+        factors[name] = np.clip(old * smoothed_factors(ratios), *FACTOR_RANGE)
+    fitted = LeadSpread(tuple(float(v) for v in leads), factors, "members")
+    for name, values in factors.items():
+        logger.info("forecast %s: spread factors per lead %s", name,
+                    ", ".join(f"{lead:g} h {values[:, i].mean():.3g}" for i, lead in enumerate(leads)
+                              if i in (0, leads.size // 4, leads.size // 2, leads.size - 1)))
+    return fitted
+
+
+def _by_level(rows, levels: tuple[float, ...], leads: np.ndarray) -> np.ndarray:
+    """``[L, P]`` spread/skill ratios of one field in the model's level order (one row for a surface
+    field) at ``leads`` (NaN where not scored)."""
+    table = rows.assign(level=rows["level"].fillna(levels[0] if len(levels) == 1 else np.nan))
+    pivot = table.pivot_table(index="level", columns="lead", values="value").reindex(columns=leads)
+    result = np.full((len(levels), leads.size), np.nan)
+    for i, level in enumerate(levels):
+        match = np.isclose(pivot.index.to_numpy(dtype=float), level, rtol=1e-5, atol=1e-6)
+        if match.any():
+            result[i] = pivot.to_numpy()[np.argmax(match)]
     return result
 
 
@@ -157,7 +222,10 @@ def _write(checkpoint: Path, weights: dict[str, torch.Tensor], request: Calibrat
     contents = read_checkpoint(checkpoint)
     spread = {name: value.cpu() for name, value in weights.items() if name.endswith(".spread")}
     record = {**_settings(request), "spread_skill_before": result.before}
-    meta = {**contents.meta, CALIBRATION: record}
+    meta = {key: value for key, value in contents.meta.items() if key != LEAD_SPREAD}  # refitted or gone
+    meta[CALIBRATION] = record
+    if result.lead_spread is not None:
+        meta[LEAD_SPREAD] = result.lead_spread.to_meta()
     train_state = read_train_state(checkpoint) if (checkpoint / TRAIN_STATE).is_file() else None
     write_checkpoint(checkpoint, replace(contents, weights={**contents.weights, **spread}, meta=meta),
                      train_state)

@@ -531,7 +531,8 @@ def calibrate(
              "(default: all but correct; with --input: all).")
     ] = None,
     every_hours: Annotated[float, typer.Option(help="Spacing of the cases' reference times.")] = 24.0,
-    lead_hours: Annotated[float | None, typer.Option(help="Forecast: the lead to calibrate.")] = None,
+    lead_hours: Annotated[float | None, typer.Option(
+        help="Forecast: also fit spread factors per lead of a member rollout up to this lead.")] = None,
     infill_region: Annotated[
         Region4 | None, typer.Option(help="Infill: lat_min lat_max lon_min lon_max to fill.")
     ] = None,

@@ -97,3 +97,40 @@ def test_a_recalibrated_checkpoint_is_not_the_one_a_prediction_was_made_with(che
     assert _same_checkpoint(open_prediction(output).attrs, copy)
     calibrate(CalibrationRequest(copy, truth_store, ("downscale",), device="cpu", precision="float32"))
     assert not _same_checkpoint(open_prediction(output).attrs, copy)  # same step, other spread factors
+
+
+def test_a_forecast_calibrated_to_a_lead_gets_factors_per_lead_that_scale_only_its_spread(
+        checkpoint, truth_store, tmp_path):
+    import numpy as np
+
+    from atmorep.calibrate import _by_level
+    from atmorep.checkpoint import write_checkpoint
+    from atmorep.evaluate.scoring import score
+    from atmorep.infer.lead_spread import LEAD_SPREAD, LeadSpread
+
+    copy = shutil.copytree(checkpoint, tmp_path / "checkpoint")
+    result = calibrate(replace(_request(copy, truth_store), tasks=("forecast",), lead_hours=6.0))
+    fitted = LeadSpread.from_meta(read_meta(copy))
+    assert fitted is not None and fitted.lead_hours == tuple(float(h) for h in range(1, 7))
+    assert result.lead_spread.lead_hours == fitted.lead_hours
+    raw = shutil.copytree(copy, tmp_path / "raw")  # the same checkpoint without the factors per lead
+    contents = read_checkpoint(raw)
+    kept = {key: value for key, value in contents.meta.items() if key != LEAD_SPREAD}
+    write_checkpoint(raw, replace(contents, meta=kept))
+
+    def ratios(path: Path, name: str) -> dict[str, np.ndarray]:
+        predictor = BoxPredictor.from_checkpoint(path, "cpu", "float32")
+        output = tmp_path / f"{name}.zarr"
+        times = case_times(truth_store, "forecast", predictor.config, 12.0, 6.0)
+        infer(InferenceRequest(path, truth_store, output, task="forecast", times=times, lead_hours=6.0,
+                               rollout="members", batch_size=16, device="cpu", precision="float32"),
+              predictor=predictor)
+        table = score(output, truth_store, baselines=False).table
+        rows = table[(table["method"] == "model") & (table["metric"] == "spread_skill")]
+        return {field: _by_level(part, predictor.levels[field], np.arange(1.0, 7.0))
+                for field, part in rows.groupby("field")}
+
+    scaled, unscaled = ratios(copy, "scaled"), ratios(raw, "unscaled")
+    for name, values in fitted.factors.items():
+        np.testing.assert_allclose(scaled[name], unscaled[name] * values, rtol=1e-4)  # the spread alone moves
+        assert np.abs(np.log(scaled[name])).mean() < np.abs(np.log(unscaled[name])).mean()

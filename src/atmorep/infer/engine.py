@@ -29,6 +29,7 @@ from atmorep.batch import EPOCH, BatchMetadata
 from atmorep.checkpoint import calibration_label, read_meta
 from atmorep.data.store import BoxIndex, Store
 from atmorep.errors import DataError
+from atmorep.infer.lead_spread import LeadSpread, apply_lead_spread
 from atmorep.infer.predictor import BoxPredictor, token_modes
 from atmorep.infer.request import (
     InferencePlan,
@@ -110,8 +111,11 @@ class ModelInput:
 class DomainRunner:
     """Applies a predictor to the cases of a plan on its domain."""
 
-    def __init__(self, predictor: BoxPredictor, store: Store, plan: InferencePlan, request: InferenceRequest):
+    def __init__(self, predictor: BoxPredictor, store: Store, plan: InferencePlan, request: InferenceRequest,
+                 lead_spread: LeadSpread | None = None):
         self.predictor, self.store, self.plan, self.request = predictor, store, plan, request
+        fitted = lead_spread is not None and lead_spread.rollout == request.rollout
+        self.lead_spread = lead_spread if fitted else None  # factors of another rollout mode do not apply
         self.source = None if request.input is None else ModelInput(Store(request.input), store, predictor)
         self.task = inference_task(request.task)
         self.names = [f.name for f in predictor.fields]
@@ -232,7 +236,13 @@ class DomainRunner:
         initial = visible.expand(self.predictor.members, *visible.shape[1:]) if by_member else visible
         for _ in rollout(step, initial, plan.rollout_steps):
             pass
-        return torch.cat(members, dim=2)[:, :, : plan.leads.size]  # [E, C, P, H, W]
+        out = torch.cat(members, dim=2)[:, :, : plan.leads.size]  # [E, C, P, H, W]
+        if self.lead_spread is None:
+            return out
+        counts = {name: len(self.level_values[name]) for name in self.predicted}
+        hours = plan.leads * (plan.step / np.timedelta64(1, "h"))
+        factors = self.lead_spread.table(self.predicted, counts, hours)  # [C, P]
+        return apply_lead_spread(out, factors)
 
     def _seconds(self, start: int) -> Tensor:
         """``[T]`` int64 times of the window steps (may run past the store's end for a forecast)."""
@@ -290,7 +300,9 @@ def prediction_layout(runner: DomainRunner, request: InferenceRequest, plan: Inf
     region = request.infill_region
     resolved = {"coarsen_factor": int(runner.factor), "ratio": float(runner.ratio),
                 "input": None if request.input is None else str(request.input),
-                "rollout": request.rollout, "one_shot_lead_hours": float(plan.layout.steps_per_pass * hours),
+                "rollout": request.rollout,
+                "lead_spread": runner.lead_spread is not None and plan.rollout_steps > 1,
+                "one_shot_lead_hours": float(plan.layout.steps_per_pass * hours),
                 "infill_region": None if region is None else [float(v) for v in region]}
     attrs |= {name: resolved[name] for name in runner.task.output_attrs}
     if runner.alpha:
@@ -321,7 +333,7 @@ def infer(request: InferenceRequest, progress: Progress | None = None,
     if predictor is None:
         predictor = BoxPredictor.from_checkpoint(request.checkpoint, request.device, request.precision)
     plan = plan_inference(request, store, predictor.config, meta)
-    runner = DomainRunner(predictor, store, plan, request)
+    runner = DomainRunner(predictor, store, plan, request, LeadSpread.from_meta(meta))
     began = clock.perf_counter()
     with PredictionWriter(request.output, prediction_layout(runner, request, plan, meta),
                           overwrite=request.overwrite) as writer:

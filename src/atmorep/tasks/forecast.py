@@ -39,7 +39,7 @@ class ForecastTask(Task):
     history = ("trend", "first_guess")
     required_attrs = ("time_step_hours",)
     options = ("lead_hours",)
-    output_attrs = ("rollout", "one_shot_lead_hours")
+    output_attrs = ("rollout", "lead_spread", "one_shot_lead_hours")
     rolls_out = True
 
     def select(self, shape: Shape5, generator: torch.Generator, field: FieldConfig) -> Tensor:
