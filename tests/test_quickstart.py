@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from atmorep.cli import app
 from atmorep.config import load_config
-from atmorep.quickstart import CONFIG, Period, QuickstartPlan, science_checks
+from atmorep.quickstart import CONFIG, Period, QuickstartPlan, horizon_lines, science_checks
 from atmorep.tasks import get_task
 
 REDUCED = ["--train-days", "1.5", "--eval-days", "1", "--spinup-days", "0.5", "--spinup-stagger-days", "0.5",
@@ -36,6 +36,8 @@ def test_quickstart_runs_end_to_end_and_reuses_its_steps(tmp_path):
     assert np.isfinite(forecast[["rmse_model", "rmse_persistence", "spread_skill"]].to_numpy()).all()
     printed = " ".join(first.output.split())  # the terminal wraps long lines
     assert "x persistence (bar 0.5x)" in printed and "x cubic (bar 1x)" in printed
+    assert all(f"forecast {name}: beats persistence" in printed for name in ("t", "u", "v"))
+    assert "of 6 h scored" in printed or "at every lead to 6 h" in printed
 
     again = runner.invoke(app, ["quickstart", "--root", str(root), *REDUCED])
     assert again.exit_code == 0, again.output
@@ -56,13 +58,14 @@ def test_case_times_keep_every_window_and_its_truth_inside_the_test_period(tmp_p
     from atmorep.quickstart import case_times
 
     plan = QuickstartPlan(root=tmp_path, periods=(Period("test", "2002-01-01", 2, 3),), forecast_lead_hours=6,
-                          case_every_hours=12)
+                          case_every_hours=12, forecast_every_hours=18)
     forecast = case_times(plan, "forecast", config)
     layout = get_task("forecast").layout(config)
     assert forecast[0] == axis[layout.reference]  # the first window starts with the period
     assert all(t + np.timedelta64(6, "h") <= axis[-1] for t in forecast)
-    assert np.all(np.diff(forecast) == np.timedelta64(12, "h"))
+    assert np.all(np.diff(forecast) == np.timedelta64(18, "h"))  # forecasts have their own spacing
     interpolate = case_times(plan, "interpolate", config)
+    assert np.all(np.diff(interpolate) == np.timedelta64(12, "h"))
     gap = get_task("interpolate").layout(config)
     assert interpolate[0] == axis[gap.reference]
     assert all(t + np.timedelta64(gap.window - 1 - gap.reference, "h") <= axis[-1] for t in interpolate)
@@ -90,3 +93,22 @@ def test_science_checks_say_whether_the_model_meets_each_bar():
     assert "0.333x linear (bar 0.5x) ok" in lines[2] and "1.11x cubic (bar 1x) MISSED" in lines[2]
     assert "blockiness" not in lines[2]
     assert "0.5x spatial (bar 1x) ok" in lines[3]
+
+
+def test_the_horizon_is_the_first_lead_where_the_model_is_not_ahead_of_persistence():
+    rows = []
+    for lead, model, persistence in [(1, 0.1, 0.5), (2, 0.4, 0.6), (3, 0.8, 0.7), (4, 0.6, 0.9)]:
+        for level, shift in ((0.5, 0.0), (0.8, 0.02)):  # the level mean decides
+            rows += [{"field": "t", "method": "model", "metric": "rmse", "level": level, "lead": lead,
+                      "value": model + shift},
+                     {"field": "t", "method": "persistence", "metric": "rmse", "level": level, "lead": lead,
+                      "value": persistence + shift},
+                     {"field": "u", "method": "model", "metric": "rmse", "level": level, "lead": lead,
+                      "value": 0.5 * persistence},
+                     {"field": "u", "method": "persistence", "metric": "rmse", "level": level, "lead": lead,
+                      "value": persistence},
+                     {"field": "t", "method": "model", "metric": "acc", "level": level, "lead": lead,
+                      "value": 9.0}]
+    lines = horizon_lines(pd.DataFrame(rows))
+    assert lines[0].startswith("forecast t: beats persistence up to 2 h, not at 3 h (of 4 h scored; worst")
+    assert lines[1] == "forecast u: beats persistence at every lead to 4 h (worst 0.5x)"

@@ -66,6 +66,7 @@ class CalibrationRequest:
         every_hours: spacing of the cases' reference times.
         lead_hours: forecast only: the longest lead of a member rollout whose spread factors per lead are
             fitted and stored (:mod:`atmorep.infer.lead_spread`; default: none, the one-pass factors only).
+        rollout_every_hours: spacing of that rollout's cases (default: ``every_hours``).
         infill_region: infill only: the region hidden (default: the inference default).
         input: correct only: another model's values paired with ``data`` (the default tasks leave
             correct out).
@@ -78,6 +79,7 @@ class CalibrationRequest:
     tasks: tuple[str, ...] = field(default_factory=lambda: default_tasks(with_input=False))
     every_hours: float = 24.0
     lead_hours: float | None = None
+    rollout_every_hours: float | None = None
     infill_region: Region | None = None
     input: Path | None = None
     batch_size: int = 16
@@ -114,6 +116,9 @@ def calibrate(request: CalibrationRequest) -> CalibrationResult:
     unknown = [task for task in request.tasks if task not in task_kinds()]
     if unknown or not request.tasks:
         raise DataError(f"calibrate: tasks must be among {list(task_kinds())}, got {list(request.tasks)}")
+    if request.rollout_every_hours is not None and not request.rollout_every_hours > 0:
+        raise DataError(f"calibrate: the spacing of the rollout's cases must be positive, got "
+                        f"{request.rollout_every_hours} h")
     if not request.every_hours > 0:
         raise DataError(f"calibrate: the spacing of the cases must be positive, got {request.every_hours} h")
     checkpoint = resolve_checkpoint(request.checkpoint)
@@ -168,7 +173,8 @@ def _fit_lead_spread(request: CalibrationRequest, checkpoint: Path, predictor: B
 
     from atmorep.evaluate.scoring import score
 
-    times = case_times(request.data, "forecast", predictor.config, request.every_hours, request.lead_hours)
+    every = request.rollout_every_hours or request.every_hours
+    times = case_times(request.data, "forecast", predictor.config, every, request.lead_hours)
     if not times:
         raise DataError(f"calibrate: '{request.data}' is too short for one forecast case to "
                         f"{request.lead_hours:g} h; calibrate with a shorter --lead-hours or a longer period")
@@ -237,6 +243,7 @@ def _settings(request: CalibrationRequest) -> dict:
     region = None if request.infill_region is None else [float(v) for v in request.infill_region]
     return {"data": str(request.data), "tasks": list(request.tasks),
             "every_hours": float(request.every_hours), "lead_hours": request.lead_hours,
+            "rollout_every_hours": request.rollout_every_hours,
             "infill_region": region}
 
 

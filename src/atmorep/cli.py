@@ -391,6 +391,9 @@ def quickstart(
     case_every_hours: Annotated[
         float, typer.Option(help="Spacing of the test cases.")
     ] = _QUICKSTART.case_every_hours,
+    forecast_every_hours: Annotated[
+        float, typer.Option(help="Spacing of the forecast test cases (each rolls out to --lead-hours).")
+    ] = _QUICKSTART.forecast_every_hours,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="key=value overrides of the tiny config.")
     ] = None,
@@ -408,6 +411,7 @@ def quickstart(
         overrides=tuple(overrides or ()),
         forecast_lead_hours=lead_hours,
         case_every_hours=case_every_hours,
+        forecast_every_hours=forecast_every_hours,
     )
     run(plan, console)
 
@@ -533,6 +537,8 @@ def calibrate(
     every_hours: Annotated[float, typer.Option(help="Spacing of the cases' reference times.")] = 24.0,
     lead_hours: Annotated[float | None, typer.Option(
         help="Forecast: also fit spread factors per lead of a member rollout up to this lead.")] = None,
+    rollout_every_hours: Annotated[float | None, typer.Option(
+        help="Spacing of that rollout's cases (default: --every-hours).")] = None,
     infill_region: Annotated[
         Region4 | None, typer.Option(help="Infill: lat_min lat_max lon_min lon_max to fill.")
     ] = None,
@@ -549,12 +555,20 @@ def calibrate(
 
     tasks = tuple(task or default_tasks(with_input=input_store is not None))
     request = CalibrationRequest(checkpoint, data, tasks, every_hours=every_hours,
-                                 lead_hours=lead_hours, infill_region=infill_region, input=input_store,
+                                 lead_hours=lead_hours, rollout_every_hours=rollout_every_hours,
+                                 infill_region=infill_region, input=input_store,
                                  batch_size=batch_size, device=device, precision=precision)
     result = run_calibration(request)
     for name, ratios in result.before.items():
         described = ", ".join(f"{field} {ratio:.3g}" for field, ratio in ratios.items())
         console.print(f"{name}: spread/skill before calibration: {described}")
+    if result.lead_spread is not None:
+        factors = {name: values.mean(axis=0) for name, values in result.lead_spread.factors.items()}
+        leads = result.lead_spread.lead_hours
+        shown = sorted({0, len(leads) // 4, len(leads) // 2, len(leads) - 1})
+        for name, values in factors.items():
+            described = ", ".join(f"{leads[i]:g} h {values[i]:.3g}" for i in shown)
+            console.print(f"forecast {name}: spread factors of the member rollout per lead: {described}")
     console.print(f"wrote the spread factors that make it one on '{data}' to {result.checkpoint}")
 
 

@@ -79,10 +79,12 @@ class QuickstartPlan:
     overrides: tuple[str, ...] = field(default_factory=tuple)
     tasks: tuple[str, ...] = ("forecast", "interpolate", "infill", "downscale")
     infill_region: tuple[float, float, float, float] = (30.0, 60.0, 0.0, 60.0)  # lat and lon range, degrees
-    forecast_lead_hours: float = 6.0
-    rollout: str = "mean"
+    forecast_lead_hours: float = 48.0  # scored at every lead; past the box's 3 h by a member rollout
+    rollout: str = "members"
     case_every_hours: float = 12.0
+    forecast_every_hours: float = 24.0  # forecast cases: fewer, as each rolls out 16 passes of 8 members
     calibration_every_hours: float = 24.0
+    rollout_calibration_every_hours: float = 48.0  # the fit of the spread per lead, on the validation period
     batch_size: int = 16
 
     def with_days(self, train_days: float, eval_days: float) -> QuickstartPlan:
@@ -183,7 +185,7 @@ def run(plan: QuickstartPlan, console: Console | None = None) -> None:
     console.rule("7/8 evaluate against the baselines")
     result = evaluate_predictions(plan, predictions, console)
     console.rule("8/8 summary")
-    console.print(summary(result.summary))
+    console.print(summary(result))
 
 
 def calibrate_once(plan: QuickstartPlan, console: Console) -> None:
@@ -197,6 +199,8 @@ def calibrate_once(plan: QuickstartPlan, console: Console) -> None:
         return
     request = CalibrationRequest(plan.run_dir, plan.store(plan.period("validation")), tasks,
                                  every_hours=plan.calibration_every_hours, infill_region=plan.infill_region,
+                                 lead_hours=plan.forecast_lead_hours if "forecast" in tasks else None,
+                                 rollout_every_hours=plan.rollout_calibration_every_hours,
                                  batch_size=plan.batch_size)
     if is_calibrated(request):
         console.print("the checkpoint's spread is calibrated already")
@@ -211,8 +215,8 @@ def case_times(plan: QuickstartPlan, task: str, config: RunConfig) -> tuple:
     """Reference times of the test period whose windows and verifying truth lie inside its store."""
     from atmorep.infer.request import case_times as times_in_store
 
-    return times_in_store(plan.store(plan.period("test")), task, config, plan.case_every_hours,
-                          plan.forecast_lead_hours)
+    every = plan.forecast_every_hours if task == "forecast" else plan.case_every_hours
+    return times_in_store(plan.store(plan.period("test")), task, config, every, plan.forecast_lead_hours)
 
 
 def infer_test_period(plan: QuickstartPlan, console: Console) -> dict[str, Path]:
@@ -266,11 +270,36 @@ def evaluate_predictions(plan: QuickstartPlan, predictions: dict[str, Path], con
     return result
 
 
-def summary(frame) -> Group:
-    """The summary tables (each field: the model against the baselines) and the science checks."""
+def summary(result) -> Group:
+    """The summary tables (each field: the model against the baselines), the science checks and, for a
+    rolled-out forecast, the lead up to which it beats persistence."""
     from atmorep.evaluate.run import summary_tables
 
-    return Group(summary_tables(frame), *science_checks(frame))
+    horizon = horizon_lines(result.scores["forecast"].table) if "forecast" in result.scores else []
+    return Group(summary_tables(result.summary), *science_checks(result.summary), *horizon)
+
+
+def horizon_lines(table, reference: str = "persistence") -> list[str]:
+    """Per field of a forecast's scores: the first lead at which the model's RMSE (mean over levels) is no
+    longer below ``reference``'s, or that it stays below at every lead scored."""
+    rmse = table[table["metric"] == "rmse"].groupby(["field", "method", "lead"])["value"].mean().sort_index()
+    lines = []
+    for name in table["field"].unique():
+        if (name, reference) not in rmse.index.droplevel("lead"):
+            continue
+        model, base = rmse[(name, "model")], rmse[(name, reference)]
+        leads = model.index.intersection(base.index).sort_values()
+        behind = [lead for lead in leads if not model[lead] < base[lead]]
+        worst = max(model[lead] / base[lead] for lead in leads)
+        if behind:
+            first = list(leads).index(behind[0])
+            ahead = f"up to {leads[first - 1]:g} h" if first else "at no lead"
+            lines.append(f"forecast {name}: beats {reference} {ahead}, not at {behind[0]:g} h "
+                         f"(of {leads[-1]:g} h scored; worst {worst:.3g}x)")
+        else:
+            lines.append(f"forecast {name}: beats {reference} at every lead to {leads[-1]:g} h "
+                         f"(worst {worst:.3g}x)")
+    return lines
 
 
 # The bars of the quickstart: per task, (reference method, largest ratio of the model's RMSE to the
