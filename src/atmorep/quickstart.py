@@ -9,16 +9,18 @@ Steps, each skipped when its output is already complete (so a re-run reuses fini
 3. draw a few batches (a sampling check that prints what the model will see);
 4. train the ``tiny`` preset for a bounded wall-clock time (a finished run is marked ``done.json``
    and not trained again; an interrupted one resumes from its checkpoint);
-5. calibrate the ensemble's spread on tiled predictions of the validation period
-   (:mod:`atmorep.calibrate`; skipped when the checkpoint already is);
+5. calibrate the ensemble's spread on tiled predictions of the validation period, the forecast's also
+   per lead of a member rollout to ``forecast_lead_hours`` (:mod:`atmorep.calibrate`; skipped when the
+   checkpoint already is);
 6. infer on the held-out test period, every ``case_every_hours``, all four zero-shot tasks over the
-   globe: forecasts (one-shot lead and a rollout step of the ensemble mean), temporal
+   globe: forecasts (every ``forecast_every_hours``, each member rolled out to 48 h), temporal
    interpolations, infill of a region (``infill_region``) and downscaling;
 7. evaluate them against the test truth and each task's baselines (persistence, trend, the model's
    first guess, climatology of the training period; linear and cubic interpolation; a spatial fill;
    bilinear and bicubic upsampling), write the tables and a report with figures;
-8. print the summary table (per task and field the model against the baselines) and one
-   science-check line per task and field (:func:`science_checks`).
+8. print the summary table (per task and field the model against the baselines), one
+   science-check line per task and field (:func:`science_checks`) and per field the lead up to which
+   the forecast beats persistence (:func:`horizon_lines`).
 """
 
 from __future__ import annotations
@@ -82,9 +84,9 @@ class QuickstartPlan:
     forecast_lead_hours: float = 48.0  # scored at every lead; past the box's 3 h by a member rollout
     rollout: str = "members"
     case_every_hours: float = 12.0
-    forecast_every_hours: float = 24.0  # forecast cases: fewer, as each rolls out 16 passes of 8 members
+    forecast_every_hours: float = 48.0  # forecast cases: fewer, as each rolls out 16 passes of 8 members
     calibration_every_hours: float = 24.0
-    rollout_calibration_every_hours: float = 48.0  # the fit of the spread per lead, on the validation period
+    rollout_calibration_every_hours: float = 96.0  # the fit of the spread per lead, on the validation period
     batch_size: int = 16
 
     def with_days(self, train_days: float, eval_days: float) -> QuickstartPlan:
