@@ -132,8 +132,8 @@ def calibrate(request: CalibrationRequest) -> CalibrationResult:
     with tempfile.TemporaryDirectory(prefix="atmorep-calibrate-") as scratch:
         for task in request.tasks:
             output = Path(scratch) / f"{task}.zarr"
-            per_lead = task == "forecast" and request.lead_hours is not None  # the tail at one pass, then
-            lead_hours = None if per_lead else request.lead_hours  # factors per lead of a rollout
+            per_lead = get_task(task).rolls_out and request.lead_hours is not None  # the tail at one pass,
+            lead_hours = None if per_lead else request.lead_hours  # then factors per lead of a rollout
             times = case_times(request.data, task, predictor.config, request.every_hours, lead_hours)
             if not times:
                 raise DataError(f"calibrate: '{request.data}' is too short for one {task} case of the "

@@ -216,8 +216,9 @@ def calibrate_once(plan: QuickstartPlan, console: Console) -> None:
 def case_times(plan: QuickstartPlan, task: str, config: RunConfig) -> tuple:
     """Reference times of the test period whose windows and verifying truth lie inside its store."""
     from atmorep.infer.request import case_times as times_in_store
+    from atmorep.tasks import get_task
 
-    every = plan.forecast_every_hours if task == "forecast" else plan.case_every_hours
+    every = plan.forecast_every_hours if get_task(task).rolls_out else plan.case_every_hours
     return times_in_store(plan.store(plan.period("test")), task, config, every, plan.forecast_lead_hours)
 
 

@@ -130,7 +130,7 @@ def train_step(model: nn.Module, batch: Batch, config: RunConfig, generator: tor
                runtime: Runtime) -> StepResult:
     """Forward pass and loss of one (micro-)batch with a task drawn from ``train.tasks``."""
     task = draw_task(config.train.tasks, generator)
-    if task == "forecast" and config.train.rollout.steps > 1:
+    if get_task(task).rolls_out and config.train.rollout.steps > 1:
         from atmorep.train.rollout import rollout_step  # it builds on this module's forward pass
 
         total, components, tokens, targets = rollout_step(model, batch, config, generator, runtime)
