@@ -56,13 +56,15 @@ class FakePredictor(BoxPredictor):
         raise NotImplementedError
 
     def predict(self, inputs: Mapping[str, Tensor], modes: Mapping[str, Tensor],
-                metadata: BatchMetadata, coarsen_factor: int | None = None) -> dict[str, Tensor]:
+                metadata: BatchMetadata, coarsen_factor: int | None = None,
+                member: Tensor | None = None) -> dict[str, Tensor]:
+        kept = self.members if member is None else 1  # every member is the same: any one of them
         result = {}
         for f in self.fields:
             if f.predicted:
                 values = inputs[f.name].to(torch.float32)
                 out = self.rule(values, target_mask(modes[f.name], f.token_size))
-                result[f.name] = out[:, None].repeat(1, self.members, 1, 1, 1, 1)  # [b, E, L, T, H, W]
+                result[f.name] = out[:, None].repeat(1, kept, 1, 1, 1, 1)  # [b, E, L, T, H, W]
         return result
 
 

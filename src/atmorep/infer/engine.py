@@ -185,14 +185,13 @@ class DomainRunner:
                                  latitude=self.tile_lat[index].repeat_interleave(s, dim=0),
                                  longitude=self.tile_lon[index].repeat_interleave(s, dim=0),
                                  level_kind=self.level_kind, resolution=self.resolution, alpha=self.alpha)
-            out = predictor.predict(inputs, modes, meta, self.factor)  # field -> [b * S, E, L, T, H, W]
-            stacked = torch.cat([out[n] for n in self.predicted], dim=2)[:, :, :, steps].cpu()
-            stacked = stacked.reshape(b, s, *stacked.shape[1:])  # [b, S, E, Cp, P, H, W]
-            self.tiles_run += b * s
             if s == 1:
-                return stacked[:, 0]
-            members = torch.arange(s)
-            return stacked[:, members, members]  # [b, E, Cp, P, H, W]: member e of window e
+                out = predictor.predict(inputs, modes, meta, self.factor)  # field -> [b, E, L, T, H, W]
+            else:  # member e of window e only: field -> [b * S, 1, L, T, H, W]
+                out = predictor.predict(inputs, modes, meta, self.factor, member=torch.arange(s).repeat(b))
+            stacked = torch.cat([out[n] for n in self.predicted], dim=2)[:, :, :, steps].cpu()
+            self.tiles_run += b * s
+            return stacked if s == 1 else stacked.reshape(b, s, *stacked.shape[2:])  # [b, E, Cp, P, H, W]
 
         return run_tiled(on_tiles, window, plan.tiles, self.request.batch_size)
 

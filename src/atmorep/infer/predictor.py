@@ -103,9 +103,10 @@ class BoxPredictor:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(self, inputs: Mapping[str, Tensor], modes: Mapping[str, Tensor],
-                metadata: BatchMetadata, coarsen_factor: int | None = None) -> dict[str, Tensor]:
+                metadata: BatchMetadata, coarsen_factor: int | None = None,
+                member: Tensor | None = None) -> dict[str, Tensor]:
         """Predict the target tokens of a batch of boxes.
 
         Args:
@@ -115,12 +116,16 @@ class BoxPredictor:
             metadata: where and when the boxes lie.
             coarsen_factor: the block length of ``COARSENED`` inputs (default: the fields' training
                 factor); the model's first guess of those tokens upsamples their block means.
+            member: ``[b]`` int64, the one member to return of each box (a member rollout keeps member
+                ``e`` of the window that continues member ``e``); default every member. The model
+                still predicts all of them: the tail's spread calibration needs their mean.
 
         Returns:
-            Predicted field -> ``[b, E, L, T, H, W]`` float32, normalised.
+            Predicted field -> ``[b, E, L, T, H, W]`` float32, normalised (``E = 1`` with ``member``).
         """
+        kept = self.members if member is None else 1
         if not any(bool((m != VISIBLE).any()) for m in modes.values()):
-            return self._unchanged(inputs)
+            return self._unchanged(inputs, kept)
         values = {f.name: inputs[f.name].to(self.device, torch.float32) for f in self.fields}
         visible, alpha = tokenise_batch(Batch(values, metadata), self.fields)  # [b, L, nT, nH, nW, D]
         modes = {name: mode.to(self.device) for name, mode in modes.items()}
@@ -131,16 +136,19 @@ class BoxPredictor:
         result = {}
         for name, prediction in output.fields.items():
             f = self.config.field(name)
-            full = visible[name][:, None].repeat(1, self.members, *([1] * 5))  # [b, E, L, nT, nH, nW, D]
+            full = visible[name][:, None].repeat(1, kept, *([1] * 5))  # [b, E, L, nT, nH, nW, D]
             target = apply_target_mask(modes[name])  # row-major, as the predictions
             members = prediction.members.to(torch.float32)  # [M, E, D]
+            if member is not None:  # [M, 1, D]: each target token's member of its box
+                chosen = member.to(members.device)[target[0]]
+                members = members[torch.arange(members.shape[0], device=members.device), chosen][:, None]
             full[target[0], :, target[1], target[2], target[3], target[4]] = members
             result[name] = untokenise(full, f.token_size)  # [b, E, L, T, H, W]
         return result
 
-    def _unchanged(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Boxes without targets: the inputs, as every member ``[b, E, L, T, H, W]``."""
-        return {name: inputs[name].to(self.device, torch.float32)[:, None].repeat(1, self.members, 1, 1, 1, 1)
+    def _unchanged(self, inputs: Mapping[str, Tensor], members: int) -> dict[str, Tensor]:
+        """Boxes without targets: the inputs, as ``members`` members ``[b, E, L, T, H, W]``."""
+        return {name: inputs[name].to(self.device, torch.float32)[:, None].repeat(1, members, 1, 1, 1, 1)
                 for name in self.predicted}
 
 
