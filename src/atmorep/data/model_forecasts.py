@@ -47,6 +47,16 @@ DEFAULT_PHYSICS: Physics = (("surface_flux.cds", 0.003), ("surface_flux.cdl", 0.
                             ("convection.trcnv", 3.0), ("vertical_diffusion.trshc", 3.0))
 
 
+def forecast_physics(physics: Physics) -> Physics:
+    """``physics`` as ``(name, float)`` pairs, checked: at least one, every name a SPEEDY parameter."""
+    physics = tuple((str(name), float(value)) for name, value in physics)
+    if not physics:
+        raise DataError("forecast physics: give at least one parameter that differs from the truth's, or "
+                        "the forecasts are the truth")
+    physics_parameters(physics)  # names are checked
+    return physics
+
+
 @dataclass(frozen=True)
 class ForecastSpec:
     """Which forecasts of the truth to make.
@@ -63,11 +73,7 @@ class ForecastSpec:
     def __post_init__(self) -> None:
         if int(self.every_hours) != self.every_hours or self.every_hours < 1:
             raise DataError(f"forecast every_hours: expected a positive integer, got {self.every_hours}")
-        object.__setattr__(self, "physics", tuple((str(name), float(value)) for name, value in self.physics))
-        if not self.physics:
-            raise DataError("forecast physics: give at least one parameter that differs from the truth's, or "
-                            "the forecasts are the truth")
-        physics_parameters(self.physics)  # names are checked
+        object.__setattr__(self, "physics", forecast_physics(self.physics))
 
     def to_dict(self) -> dict[str, Any]:
         return {"every_hours": int(self.every_hours), "physics": [list(item) for item in self.physics]}
