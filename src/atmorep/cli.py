@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import logging
 import sys
+import time as time_module
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -197,15 +198,62 @@ def _forecast(truth: Path, out: Path, every: int, physics: list[str] | None, ove
     if changed:
         raise AtmorepError(f"--{', --'.join(changed)}: a forecast takes the simulation spec of '{truth}'; "
                            "leave these options out with --forecast-of")
+    spec = ForecastSpec(every_hours=every, physics=_physics(physics) or DEFAULT_PHYSICS)
+    path = simulate_forecasts(truth, out, spec, overwrite=overwrite)
+    console.print(f"forecasts of '{truth}' every {every} h written to [bold]{path}[/]")
+
+
+def _physics(items: list[str] | None) -> tuple[tuple[str, float], ...]:
+    """``--physics GROUP.PARAMETER=VALUE`` items as (name, value) pairs."""
     values = []
-    for name, text in _pairs(physics, "physics").items():
+    for name, text in _pairs(items, "physics").items():
         try:
             values.append((name, float(text)))
         except ValueError:
             raise AtmorepError(f"--physics {name}={text}: the value must be a number") from None
-    spec = ForecastSpec(every_hours=every, physics=tuple(values) or DEFAULT_PHYSICS)
-    path = simulate_forecasts(truth, out, spec, overwrite=overwrite)
-    console.print(f"forecasts of '{truth}' every {every} h written to [bold]{path}[/]")
+    return tuple(values)
+
+
+@data_app.command("forecast")
+@friendly_errors
+def data_forecast(
+    truth: Annotated[Path, typer.Argument(
+        help="The raw simulation store (atmorep data simulate) to forecast; not a prepared store.")],
+    out: Annotated[Path, typer.Argument(help="Prediction store to write (zarr, as atmorep infer writes).")],
+    time: Annotated[list[str] | None, typer.Option(
+        help="A reference time (repeatable), e.g. 2002-01-05T00.")] = None,
+    start: Annotated[str | None, typer.Option(help="First reference time of a range.")] = None,
+    end: Annotated[str | None, typer.Option(help="Last reference time of a range (inclusive).")] = None,
+    every: Annotated[str, typer.Option(help="Spacing of the range, e.g. 48h.")] = "24h",
+    lead_hours: Annotated[int, typer.Option(help="Longest lead in hours.")] = 120,
+    step_hours: Annotated[int | None, typer.Option(
+        help="Hours between the written leads (default: the truth's output interval).")] = None,
+    physics: Annotated[list[str] | None, typer.Option(
+        help="GROUP.PARAMETER=VALUE of the forecasting model's SPEEDY physics (repeatable; default: "
+             "those of --forecast-of, stronger surface drag and faster convection).")] = None,
+    like: Annotated[Path | None, typer.Option(
+        help="A prepared store of the simulation (e.g. the test store): write its fields and levels.")
+    ] = None,
+    fields: Annotated[str | None, typer.Option(
+        help="Fields to write, comma-separated (default: those of --like, or all of the truth's).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """jcm forecasts of a simulation from its states at reference times, to --lead-hours, as a prediction
+    store: a physics-model baseline for atmorep evaluate --reference jcm=OUT."""
+    from atmorep.data.model_forecasts import DEFAULT_PHYSICS
+    from atmorep.data.physics_forecasts import CaseSpec
+    from atmorep.evaluate.physics_baseline import write_physics_forecasts
+    from atmorep.infer.request import reference_times
+
+    times = reference_times(time or (), start, end, every)
+    if not times:
+        raise AtmorepError("give reference times: --time (repeatable) or --start and --end")
+    cases = CaseSpec(times=times, lead_hours=lead_hours, step_hours=step_hours,
+                     physics=_physics(physics) or DEFAULT_PHYSICS, fields=tuple(_names(fields) or ()) or None)
+    began = time_module.perf_counter()
+    path = write_physics_forecasts(truth, out, cases, like=like, overwrite=overwrite)
+    console.print(f"{len(times)} jcm forecasts of '{truth}' to {lead_hours} h written to [bold]{path}[/] "
+                  f"in {time_module.perf_counter() - began:.0f} s")
 
 
 @data_app.command("prepare")
@@ -639,8 +687,9 @@ def attention(
 @app.command("evaluate")
 @friendly_errors
 def evaluate(
-    predictions: Annotated[list[Path], typer.Argument(help="Prediction stores written by atmorep infer.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Directory of the tables and report.")],
+    predictions: Annotated[list[Path] | None, typer.Argument(
+        help="Prediction stores written by atmorep infer (none: score the first --reference alone).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory of the tables and report.")] = ...,
     truth: Annotated[Path | None, typer.Option(
         help="Prepared store holding the truth of the predicted period.")] = None,
     climatology: Annotated[Path | None, typer.Option(
@@ -654,13 +703,23 @@ def evaluate(
         help="Downscaling tail: the backbone's own downscaling of --truth (infer --task downscale).")] = None,
     observations: Annotated[Path | None, typer.Option(
         help="Observation tail: the observation store to score against.")] = None,
+    reference: Annotated[list[str] | None, typer.Option(
+        help="NAME=PATH (repeatable): another prediction store of the same cases, e.g. jcm's forecasts "
+             "(atmorep data forecast), scored beside the model as the method NAME.")] = None,
 ) -> None:
-    """Score predictions and baselines (--truth); compare a counterfactual with its twin (--factual);
-    score a tail's output (--coarse with --truth or --observations)."""
+    """Score predictions and baselines (--truth), and other prediction stores of the same cases as named
+    baselines (--reference); compare a counterfactual with its twin (--factual); score a tail's output
+    (--coarse with --truth or --observations)."""
     from atmorep.evaluate.counterfactual import compare_counterfactual
     from atmorep.evaluate.run import evaluate as run_evaluation
     from atmorep.evaluate.run import summary_tables
 
+    predictions = predictions or []
+    references = _references(reference)
+    if references and (truth is None or coarse is not None):
+        raise AtmorepError("--reference is scored with --truth (not with --coarse or --factual alone)")
+    if not predictions and not references:
+        raise AtmorepError("give a prediction store to evaluate (or --reference NAME=PATH with --truth)")
     if coarse is not None:
         _evaluate_tail(predictions, output, truth, coarse, zero_shot, observations)
         return
@@ -670,7 +729,7 @@ def evaluate(
     if factual is not None and len(predictions) != 1:
         raise AtmorepError(f"--factual compares one counterfactual prediction, got {len(predictions)}")
     if truth is not None:
-        result = run_evaluation(predictions, truth, climatology, output, maps=maps)
+        result = run_evaluation(predictions, truth, climatology, output, maps=maps, references=references)
         console.print(summary_tables(result.summary))
         console.print(f"report: {result.report}")
     if factual is not None:
@@ -681,6 +740,15 @@ def evaluate(
             console.print(f"{name}: mean shift {row['shift']:.4g}, RMS difference "
                           f"{row['rms_difference']:.4g} (factual spread {row['factual_spread']:.4g})")
         console.print(f"{', '.join(compared.alpha)} against {factual}: {compared.output}")
+
+
+def _references(items: list[str] | None) -> dict[str, Path]:
+    """``--reference NAME=PATH`` items by name; a name given twice is refused."""
+    names = [item.partition("=")[0].strip() for item in items or []]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise AtmorepError(f"--reference {twice[0]}: the name is given twice; each reference needs its own")
+    return {name: Path(path) for name, path in _pairs(items, "reference").items()}
 
 
 def _evaluate_tail(predictions: list[Path], output: Path, truth: Path | None, coarse: Path,

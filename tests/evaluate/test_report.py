@@ -97,8 +97,8 @@ def test_report_with_every_figure(tmp_path):
     assert path == tmp_path / "out" / "report.md"
     targets = assert_valid_figures(path)
     assert sorted(t.split("/")[1] for t in targets) == sorted(
-        ["forecast_rmse.png", "forecast_spread_skill.png", "forecast_rank_histogram.png",
-         "forecast_spectra.png", "forecast_map00_t.png"])
+        ["forecast_rmse.png", "forecast_scores_by_lead.png", "forecast_spread_skill.png",
+         "forecast_rank_histogram.png", "forecast_spectra.png", "forecast_map00_t.png"])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["figures", "report.md"]  # no staging left
     assert sorted(p.name for p in (tmp_path / "out" / "figures").iterdir()) == sorted(t[8:] for t in targets)
     text = path.read_text()
@@ -144,6 +144,34 @@ def test_long_tables_show_some_leads_first_and_last_included(tmp_path):
     assert f"{report.MAX_TABLE_LEADS} of 24 lead times shown." in text
 
 
+def test_a_long_rollout_lists_every_6_hours_against_lead_with_the_references(tmp_path):
+    leads = tuple(float(h) for h in range(1, 121))  # 120 hourly leads
+    data = scores(leads=leads, histograms=False, spectra=False)
+    reference = data.table[data.table["method"] == "persistence"].assign(method="jcm")
+    trend = data.table[data.table["method"] == "persistence"].assign(method="trend")
+    data = dataclasses.replace(data, table=pd.concat([data.table, reference, trend]))
+    text = write_report(tmp_path, data).read_text()
+    rows = table_rows(text[text.index("### Scores against lead"):], "#### t [K]")
+    assert [float(r["lead (h)"]) for r in rows] == [1.0, *range(6, 121, 6)]
+    assert list(rows[0])[:5] == ["lead (h)", "RMSE model", "RMSE jcm", "RMSE persistence", "RMSE climatology"]
+    assert "ACC climatology" not in rows[0] and "spread/skill model" in rows[0]
+    assert not any("trend" in column for column in rows[0])  # an extrapolated trend is left out here
+    expected = np.mean([value("t", level, 24.0, "persistence", "crps") for level in LEVELS["t"]])
+    day = next(r for r in rows if r["lead (h)"] == "24")
+    assert float(day["CRPS jcm"]) == pytest.approx(expected, rel=1e-3)
+    assert "21 of 120 lead times shown" in text
+    assert "figures/forecast_scores_by_lead.png" in text
+    with Image.open(tmp_path / "figures" / "forecast_scores_by_lead.png") as image:
+        assert image.size == (1600, 600)  # four metrics, two fields
+
+
+def test_lead_rows_keep_short_lists_and_thin_long_ones():
+    assert report.lead_rows([6.0, 12.0, 18.0]) == [6.0, 12.0, 18.0]
+    assert report.lead_rows([float(h) for h in range(1, 241)]) == [1.0, *map(float, range(12, 241, 12))]
+    assert report.lead_rows([float(h) for h in range(3, 75, 3)], count=6) == [3.0, 12.0, 24.0, 36.0, 48.0,
+                                                                             60.0, 72.0]
+
+
 def test_empty_inputs_still_give_a_report(tmp_path):
     one = scores(leads=(6.0,), histograms=False, spectra=False)
     one = dataclasses.replace(one, table=one.table[~one.table["metric"].isin(["spread", "spread_skill"])])
@@ -163,7 +191,7 @@ def test_several_tasks_get_a_section_each(tmp_path):
     assert text.index("## forecast") < text.index("## interpolate") < text.index("## downscale")
     assert "figures/interpolate_map00_t.png" in text and "figures/downscale_map00_t.png" in text
     assert "figures/interpolate_spectra.png" not in text
-    assert len(assert_valid_figures(tmp_path / "report.md")) == 4 + 3 + 1 + 1
+    assert len(assert_valid_figures(tmp_path / "report.md")) == 5 + 4 + 1 + 1  # + scores against lead
     mixed = dataclasses.replace(scores(), table=pd.concat([scores().table, scores("interpolate").table]))
     with pytest.raises(DataError, match="pass one Scores per task"):
         write_report(tmp_path / "mixed", {"forecast": mixed})

@@ -3,6 +3,8 @@
 Each ``plot_*`` function draws one PNG and returns False when there is nothing to draw:
 
 - :func:`plot_skill`: RMSE against lead time, one line per method, one panel per field;
+- :func:`plot_scores_against_lead`: RMSE, ACC, CRPS and spread/skill against lead time, a row of panels
+  per field, a line per method (model, reference stores, persistence, climatology ...);
 - :func:`plot_spread_skill`: the model's spread against its RMSE, one point per lead time;
 - :func:`plot_rank_histograms`: rank histograms of the truth among the members;
 - :func:`plot_spectra`: zonal power spectra of the model and the truth;
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
     from atmorep.evaluate.maps import MapCase
 
 METHODS = ("model", "persistence", "climatology", "linear", "bilinear", "bicubic")  # table and legend order
+BUILT_IN = ("model", "persistence", "trend", "first_guess", "climatology", "linear", "cubic", "spatial",
+            "bilinear", "bicubic", "raw")  # methods atmorep scores itself; any other is a reference store
+SECONDARY = ("trend", "first_guess")  # left out of the lead view: extrapolated trends blow up with lead
+LEAD_METRICS = {"rmse": "RMSE", "acc": "ACC", "crps": "CRPS", "spread_skill": "spread/skill"}
 MAX_CURVES = 3  # lead times drawn in a rank-histogram or spectrum panel
 
 
@@ -56,6 +62,15 @@ def picked(values: Sequence[float], count: int) -> list[float]:
     if len(values) <= count:
         return list(values)
     return [values[i] for i in np.unique(np.round(np.linspace(0, len(values) - 1, count)).astype(int))]
+
+
+def lead_methods(methods: Iterable[str]) -> list[str]:
+    """The methods of the lead view in order: model, the reference stores, then the task's baselines
+    (without :data:`SECONDARY`)."""
+    unique = ordered(methods, METHODS)
+    references = [m for m in unique if m not in BUILT_IN]
+    return ([m for m in unique if m == "model"] + references
+            + [m for m in unique if m in BUILT_IN and m != "model" and m not in SECONDARY])
 
 
 def field_units(field: str, squared: bool = False) -> str:
@@ -123,6 +138,43 @@ def plot_spread_skill(table: pd.DataFrame, path: Path) -> bool:
     return _panels(model[both], path, _draw_spread_skill)
 
 
+def plot_scores_against_lead(table: pd.DataFrame, path: Path) -> bool:
+    """RMSE, ACC, CRPS and spread/skill against lead time: a row per field, a panel per metric, a line per
+    method of :func:`lead_methods`. False: fewer than two lead times, or nothing to draw."""
+    shown = table["method"].isin(lead_methods(table["method"]))
+    rows = table[table["metric"].isin(list(LEAD_METRICS)) & shown]
+    fields, metrics = ordered(rows["field"]), ordered(rows["metric"], tuple(LEAD_METRICS))
+    if not fields or rows["lead"].nunique() < 2:
+        return False
+    figure = Figure(figsize=(4.0 * len(metrics), 3.0 * len(fields)), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(fields), len(metrics), squeeze=False, sharex=True)  # [fields, metrics]
+    colours = {method: f"C{index}" for index, method in enumerate(lead_methods(rows["method"]))}
+    for row, field in zip(axes, fields):
+        means = level_mean(rows[rows["field"] == field], ["metric", "method", "lead"], "value")
+        for ax, metric in zip(row, metrics):
+            _draw_against_lead(ax, means, metric, colours)
+            units = "" if metric in ("acc", "spread_skill") else f" [{field_units(field)}]"
+            ax.set(title=f"{field}: {LEAD_METRICS[metric]}", ylabel=f"{LEAD_METRICS[metric]}{units}")
+        row[0].legend(fontsize="small")
+    for ax in axes[-1]:
+        ax.set_xlabel("lead time (h)")
+    _save(figure, path)
+    return True
+
+
+def _draw_against_lead(ax: Axes, means: pd.Series, metric: str, colours: dict[str, str]) -> None:
+    """One line per method of ``means`` (indexed metric, method, lead) for ``metric``, in its colour."""
+    if metric in means.index.get_level_values("metric"):
+        chosen = means.loc[metric]
+        for method in lead_methods(chosen.index.get_level_values("method")):
+            curve = chosen.loc[method]
+            ax.plot(curve.index, curve.to_numpy(), color=colours[method], label=method,
+                    marker="o" if len(curve) <= 24 else None, markersize=3)
+    if metric == "spread_skill":
+        ax.axhline(1.0, color="k", ls="--", lw=0.8)
+
+
 def _draw_rank_histogram(ax: Axes, rows: pd.DataFrame, field: str) -> None:
     means = level_mean(rows, ["lead", "rank"], "frequency")
     for lead in picked(sorted(rows["lead"].unique()), MAX_CURVES):
@@ -142,7 +194,8 @@ def _draw_spectrum(ax: Axes, rows: pd.DataFrame, field: str) -> None:
     means = level_mean(rows, ["lead", "method", "wavenumber"], "power")
     drawn = set(means.index.droplevel("wavenumber"))
     for index, lead in enumerate(picked(sorted(rows["lead"].unique()), MAX_CURVES)):
-        for method, style in (("model", "-"), ("truth", "--")):
+        for method in ordered(means.index.get_level_values("method"), ("model", "truth")):
+            style = "--" if method == "truth" else "-"
             if (lead, method) in drawn:
                 curve = means.loc[(lead, method)]
                 ax.plot(curve.index, curve.to_numpy(), ls=style, color=f"C{index}",

@@ -7,8 +7,11 @@ store by :func:`~atmorep.evaluate.maps.map_case`) into ``report.md`` and ``figur
 - the run's settings as a table (checkpoint, data, times ...);
 - per task and field, the model against every baseline: RMSE, MAE, bias, ACC, CRPS, spread and
   spread/skill per lead time, averaged over the field's levels;
-- RMSE against lead time, spread against RMSE, rank histograms and zonal power spectra, one panel
-  per field; maps of truth, prediction (ensemble mean), error and spread, one figure per case.
+- per field, RMSE, ACC, CRPS and spread/skill of the model, the reference stores, persistence and
+  climatology with the lead times as rows (every 6 h of a 120 h rollout, :func:`lead_rows`);
+- RMSE against lead time, the four scores against lead time (a row per field), spread against RMSE,
+  rank histograms and zonal power spectra, one panel per field; maps of truth, prediction (ensemble
+  mean), error and spread, one figure per case.
 
 The figures are drawn by :mod:`atmorep.evaluate.plots`. Everything is drawn in a hidden staging
 directory first; then ``figures/`` is swapped in and ``report.md`` is replaced by an atomic rename,
@@ -36,14 +39,17 @@ import atmorep
 from atmorep.errors import DataError
 from atmorep.evaluate.maps import MapCase
 from atmorep.evaluate.plots import (
+    LEAD_METRICS,
     METHODS,
     field_units,
+    lead_methods,
     level_mean,
     map_caption,
     ordered,
     picked,
     plot_map,
     plot_rank_histograms,
+    plot_scores_against_lead,
     plot_skill,
     plot_spectra,
     plot_spread_skill,
@@ -57,6 +63,8 @@ REPORT, FIGURES = "report.md", "figures"
 METRICS = {"rmse": "RMSE", "mae": "MAE", "bias": "bias", "acc": "ACC", "crps": "CRPS", "spread": "spread",
            "spread_skill": "spread/skill"}
 MAX_TABLE_LEADS = 8  # lead times listed per table; the figures show all
+MAX_LEAD_ROWS = 20  # rows of a per-lead table (120 hourly leads: every 6 h)
+LEAD_STEPS = (1, 2, 3, 6, 12, 24, 48, 96)  # hours between the rows of a per-lead table, shortest first
 MISSING = "–"  # a score not computed for that method
 READING = ("Scores are means over the cases and the area (cos-latitude weights), then over the levels "
            f"of the field. `{MISSING}`: not computed for that method. CRPS of a deterministic baseline "
@@ -156,6 +164,38 @@ def _field_table(frame: pd.DataFrame) -> list[str]:
     return [*markdown_table(header, rows, numeric=header[2:]), "", *note]
 
 
+def lead_rows(leads: Sequence[float], count: int = MAX_LEAD_ROWS) -> list[float]:
+    """The lead times of a per-lead table: all of them up to ``count``, else the first, the last and
+    the multiples of the shortest of :data:`LEAD_STEPS` (hours) that keeps them to about ``count``."""
+    leads = sorted(leads)
+    if len(leads) <= count:
+        return leads
+    for step in LEAD_STEPS:
+        multiples = [lead for lead in leads if np.isclose(lead / step, round(lead / step))]
+        if len(multiples) <= count:
+            return sorted({leads[0], *multiples, leads[-1]})
+    return picked(leads, count)
+
+
+def _lead_table(frame: pd.DataFrame) -> list[str]:
+    """Rows: lead times (:func:`lead_rows`); columns: RMSE, ACC, CRPS and spread/skill of each method of
+    the lead view (:func:`~atmorep.evaluate.plots.lead_methods`), averaged over the field's levels."""
+    means = level_mean(frame, ["lead", "metric", "method"], "value").to_dict()
+    methods = lead_methods(frame["method"])
+    columns = [(metric, method) for metric in LEAD_METRICS for method in methods
+               if any((lead, metric, method) in means for lead in frame["lead"].unique())]
+    if not columns:
+        return []
+    leads = sorted(frame["lead"].unique())
+    shown = lead_rows(leads)
+    rows = [[f"{lead:g}", *(number_cell(means.get((lead, metric, method))) for metric, method in columns)]
+            for lead in shown]
+    header = ["lead (h)", *(f"{LEAD_METRICS[metric]} {method}" for metric, method in columns)]
+    note = [] if len(shown) == len(leads) else [f"{len(shown)} of {len(leads)} lead times shown; "
+                                                "the figure of scores against lead shows all.", ""]
+    return [*markdown_table(header, rows, numeric=header), "", *note]
+
+
 def _level_note(frame: pd.DataFrame) -> list[str]:
     levels = sorted(frame.loc[frame["value"].notna(), "level"].dropna().unique())
     listed = ", ".join(f"{level:g}" for level in levels)
@@ -169,6 +209,11 @@ def _score_lines(table: pd.DataFrame) -> list[str]:
     for field in ordered(table["field"]):
         rows = table[table["field"] == field]
         lines += [f"#### {field} [{field_units(field)}]", "", *_level_note(rows), *_field_table(rows)]
+    if table["lead"].nunique() > 1:
+        lines += ["### Scores against lead", ""]
+        for field in ordered(table["field"]):
+            rows = table[table["field"] == field]
+            lines += [f"#### {field} [{field_units(field)}]", "", *_lead_table(rows)]
     return lines
 
 
@@ -181,6 +226,9 @@ def _slug(text: str) -> str:
 def _figure_lines(section: _Section, figures: Path, prefix: str) -> list[str]:
     """Draw the section's figures into ``figures`` and return the Markdown that shows them."""
     plots = ((plot_skill, "table", "rmse", "RMSE of the model and the baselines against lead time."),
+             (plot_scores_against_lead, "table", "scores_by_lead", "RMSE, ACC, CRPS (the MAE of a "
+              "deterministic forecast) and spread/skill against lead time: the model, the reference stores "
+              "and the baselines, a row per field."),
              (plot_spread_skill, "table", "spread_skill", "Spread against RMSE of the ensemble mean per lead "
               "time; a calibrated ensemble of E members lies on spread = sqrt(E/(E+1)) RMSE, just below "
               "the 1:1 line."),

@@ -26,7 +26,7 @@ from rich.table import Table
 from atmorep.errors import DataError
 from atmorep.evaluate.maps import MapCase, map_case
 from atmorep.evaluate.report import markdown_table, number_cell, write_report
-from atmorep.evaluate.scoring import Scores, score, summary_table, write_scores
+from atmorep.evaluate.scoring import MODEL, Scores, score, summary_table, write_scores
 from atmorep.evaluate.truth import open_store
 from atmorep.io import atomic_write_text
 from atmorep.prediction_store import MASK, open_prediction
@@ -82,43 +82,65 @@ def _maps(prediction: xr.Dataset, truth: xr.Dataset, scores: Scores) -> list[Map
     return cases
 
 
+Stores = dict[str, str | Path]  # by method name
+
+
+def _scored(predictions: Sequence[str | Path],
+            references: Mapping[str, str | Path]) -> tuple[list[tuple[str, str | Path]], Stores]:
+    """``(method, store)`` of each prediction to score, and the references scored beside them.
+
+    Without predictions the first reference is scored on its own, under its name, beside the rest.
+    """
+    if predictions:
+        return [(MODEL, path) for path in predictions], dict(references)
+    if not references:
+        raise DataError("no prediction store given to evaluate (give one, or a --reference NAME=PATH)")
+    first, *rest = references
+    return [(first, references[first])], {name: references[name] for name in rest}
+
+
 def evaluate(predictions: Sequence[str | Path], truth: str | Path, climatology_source: str | Path | None,
              directory: str | Path, settings: Mapping[str, object] | None = None,
-             maps: bool = True) -> EvaluationResult:
+             maps: bool = True, references: Mapping[str, str | Path] | None = None) -> EvaluationResult:
     """Score prediction stores and write tables, summary and report into ``directory``.
 
     Args:
-        predictions: prediction stores written by ``atmorep infer``.
+        predictions: prediction stores written by ``atmorep infer``; may be empty with ``references``.
         truth: the prepared store holding the truth of the predicted period.
         climatology_source: a prepared store of the training period (climatology baseline and the
             anomaly correlation); None leaves both out.
         directory: where to write.
         settings: shown at the top of the report.
         maps: draw maps of truth, prediction, error and spread.
+        references: other prediction stores of the same cases by method name (e.g. ``{"jcm": path}``),
+            scored beside each prediction (:mod:`atmorep.evaluate.references`); without predictions
+            the first is scored on its own under its name, with the task's baselines.
     """
-    if not predictions:
-        raise DataError("no prediction store given to evaluate")
+    scored, others = _scored(predictions, references or {})
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     truth_ds = open_store(truth, "truth store", chunks={}) if maps else None
     all_scores: dict[str, Scores] = {}
     headline: dict[str, float | None] = {}
+    models: dict[str, str] = {}
     map_cases: list[MapCase] = []
-    for path in predictions:
+    for method, path in scored:
         prediction = open_prediction(path)
         key = _key(str(prediction.attrs["task"]), all_scores)
         logger.info("scoring %s (%s)", path, key)
         all_scores[key] = score(prediction, truth, climatology_source, name=str(path),
-                                climatology_cache=directory / "climatology")
-        headline[key] = one_shot_lead(prediction)
+                                climatology_cache=directory / "climatology", references=others,
+                                method=method)
+        headline[key], models[key] = one_shot_lead(prediction), method
         write_scores(all_scores[key], directory / key)
         if truth_ds is not None:
             map_cases += _maps(prediction, truth_ds, all_scores[key])
-    summary = summary_frame(all_scores, headline)
+    summary = summary_frame(all_scores, headline, models)
     atomic_write_text(directory / "summary.csv", summary.to_csv(index=False))
     atomic_write_text(directory / "summary.md", summary_markdown(summary))
+    listed = {"references": ", ".join(f"{k}={v}" for k, v in references.items())} if references else {}
     report = write_report(directory, all_scores, map_cases, settings={
-        "predictions": ", ".join(str(p) for p in predictions), "truth": str(truth),
+        "predictions": ", ".join(str(p) for p in predictions) or "none", **listed, "truth": str(truth),
         "climatology": str(climatology_source), **(settings or {})})
     return EvaluationResult(all_scores, summary, report, directory)
 
@@ -142,21 +164,22 @@ def one_shot_lead(prediction: xr.Dataset) -> float | None:
         return None
 
 
-def summary_frame(scores: Mapping[str, Scores],
-                  leads: Mapping[str, float | None] | None = None) -> pd.DataFrame:
+def summary_frame(scores: Mapping[str, Scores], leads: Mapping[str, float | None] | None = None,
+                  models: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The summary tables of every task in one frame, columns ``task`` and ``lead`` first.
 
     Args:
         scores: per task.
         leads: per task the lead (hours) to summarise; None or absent: the mean over all leads.
+        models: per task the method name of the scored prediction (absent: ``model``).
     """
     frames = []
     for key, value in scores.items():
-        lead = (leads or {}).get(key)
+        lead, model = (leads or {}).get(key), (models or {}).get(key, MODEL)
         try:
-            frame = summary_table(value, lead)
+            frame = summary_table(value, lead, model)
         except DataError:  # the lead was not scored: the mean over all leads
-            lead, frame = None, summary_table(value)
+            lead, frame = None, summary_table(value, model=model)
         frame.insert(0, "lead", "all" if lead is None else f"{lead:g} h")
         frame.insert(0, "task", key)
         frames.append(frame)

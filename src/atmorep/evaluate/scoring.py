@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +48,7 @@ from atmorep.errors import DataError
 from atmorep.evaluate import metrics
 from atmorep.evaluate.climatology_cache import at_cases, climatologies
 from atmorep.evaluate.metrics import SPATIAL_DIMS as SPATIAL
+from atmorep.evaluate.references import open_references, reference_members
 from atmorep.evaluate.task_baselines import BUILDERS, Context, baseline_times, needed_times
 from atmorep.evaluate.truth import LazyStore, case_valid_times, select_cases
 from atmorep.io import atomic_write_text
@@ -157,11 +158,29 @@ def _available(store: LazyStore, attrs: dict, times: np.ndarray, leads: np.ndarr
     return tuple(methods)
 
 
+def _score_references(references: Mapping[str, xr.DataArray], truth: xr.DataArray,
+                      climatology: xr.DataArray | None, mask: xr.DataArray | None) -> dict:
+    """Lazy scores ``{(name, metric): [P', (L)]}`` of reference members at the leads ``P'`` they hold."""
+    scores = {}
+    for name, members in references.items():
+        at = {"prediction_timedelta": members["prediction_timedelta"].values}
+        truth_at = truth.sel(at)
+        climatology_at = None if climatology is None else climatology.sel(at)
+        mask_at = None if mask is None else mask.sel(at)
+        values = (_deterministic(members, truth_at, climatology_at, mask_at)
+                  | _ensemble(members, truth_at, mask_at))
+        scores |= {(name, metric): value for metric, value in values.items()}
+    return scores
+
+
 def _score_field(store: LazyStore, field: str, model: xr.DataArray, mask: xr.DataArray | None,
-                 climatology: xr.DataArray | None, attrs: dict, baselines: bool = True):
+                 climatology: xr.DataArray | None, attrs: dict, baselines: bool = True,
+                 references: Mapping[str, xr.DataArray] | None = None, method: str = MODEL):
     """Lazy scores ``{(method, metric): [P, (L)]}``, rank frequencies and spectra of one field.
 
-    The truth is read once at every time the cases and the task's baselines (if wanted) need.
+    The truth is read once at every time the cases and the task's baselines (if wanted) need; the
+    ``references`` (members on the model's coordinates, :mod:`atmorep.evaluate.references`) are
+    scored like the model at the leads they hold. ``method`` names the model's rows.
     """
     times, leads = model["time"].values, model["prediction_timedelta"].values
     methods = _available(store, attrs, times, leads) if baselines else ()
@@ -176,16 +195,19 @@ def _score_field(store: LazyStore, field: str, model: xr.DataArray, mask: xr.Dat
         seams = {axis: list(attrs[f"seams_{axis}"]) for axis in SPATIAL}
         periodic = bool(attrs.get("periodic"))
         model_scores["blockiness"] = metrics.blockiness(model, truth, seams, periodic, mask)
-    scores = {(MODEL, metric): value for metric, value in model_scores.items()}
-    for method in methods:
-        baseline = BUILDERS[method](context)
+    scores = {(method, metric): value for metric, value in model_scores.items()}
+    for baseline_name in methods:
+        baseline = BUILDERS[baseline_name](context)
         if baseline is None:
             continue
-        reference = None if method == "climatology" else climatology  # its anomaly is zero: no acc
+        reference = None if baseline_name == "climatology" else climatology  # its anomaly is zero: no acc
         values = _deterministic(baseline.transpose(*truth.dims), truth, reference, mask)
         values["crps"] = values["mae"]  # the CRPS of a deterministic forecast
-        scores |= {(method, metric): value for metric, value in values.items()}
-    return scores, _rank_frequency(model, truth, mask), _spectra(model, truth, mask)
+        scores |= {(baseline_name, metric): value for metric, value in values.items()}
+    scores |= _score_references(references or {}, truth, climatology, mask)
+    spectra = {method if name == MODEL else name: power
+               for name, power in _spectra(model, truth, mask).items()}
+    return scores, _rank_frequency(model, truth, mask), spectra
 
 
 def _prediction(prediction: str | Path | xr.Dataset, name: str | None = None) -> tuple[xr.Dataset, str]:
@@ -286,7 +308,8 @@ def _frame(parts: list[pd.DataFrame], kind: str, order: list[str]) -> pd.DataFra
 def score(prediction: str | Path | xr.Dataset, truth: str | Path,
           climatology_source: str | Path | None = None, *, fields: Sequence[str] | None = None,
           climatology_cache: str | Path | None = None, climatology_window_days: int = 1,
-          name: str | None = None, baselines: bool = True) -> Scores:
+          name: str | None = None, baselines: bool = True,
+          references: Mapping[str, str | Path | xr.Dataset] | None = None, method: str = MODEL) -> Scores:
     """Score a prediction store against the truth and the baselines of its task.
 
     Args:
@@ -302,34 +325,45 @@ def score(prediction: str | Path | xr.Dataset, truth: str | Path,
         climatology_window_days: odd width of the running mean over the day of year.
         name: the prediction's name in messages (default: its path, or ``<dataset>``).
         baselines: False scores the model alone (no baseline is built, no climatology needed).
+        references: other prediction stores (or datasets) of the same cases by method name, scored
+            like the model at the leads they share with it (:mod:`atmorep.evaluate.references`).
+        method: the name of the prediction's rows in the tables (default ``model``; e.g. ``jcm``
+            when a reference store is scored on its own).
 
     Returns:
         The scores per task, field, level, lead time, method and metric, the model's rank
         histograms and the zonal spectra of the model and the truth.
 
     Raises:
-        DataError: the prediction is not in the layout, or the truth (or climatology) store lacks
-            one of its fields, levels, grid points or valid times.
+        DataError: the prediction is not in the layout, the truth (or climatology) store lacks
+            one of its fields, levels, grid points or valid times, or a reference lacks one of its
+            fields, case times, levels or grid points or shares no lead with it.
     """
     predicted, name = _prediction(prediction, name)
+    opened = open_references(references)
+    if method != MODEL and method in opened:
+        raise DataError(f"reference name '{method}' is also the name of the prediction's rows")
     task = predicted.attrs["task"]
     store = LazyStore(truth, "truth store")
     models = {field: _model(predicted, field, name) for field in _field_names(predicted, fields, name)}
     if climatology_source is None and baselines:
         logger.warning("no climatology source: scoring without the climatology baseline and acc")
-    references = ({} if climatology_source is None else
-                  climatologies(climatology_source, models, climatology_window_days, climatology_cache))
+    climatology = ({} if climatology_source is None else
+                   climatologies(climatology_source, models, climatology_window_days, climatology_cache))
     mask = predicted[MASK].astype(bool) if get_task(task).with_mask else None
     tables, histograms, spectra = [], [], []
     for field, model in models.items():
-        lazy = _score_field(store, field, model, mask, references.get(field), predicted.attrs, baselines)
+        members = {key: reference_members(reference, field, model) for key, reference in opened.items()}
+        lazy = _score_field(store, field, model, mask, climatology.get(field), predicted.attrs, baselines,
+                            members, method)
         scores, histogram, spectrum = dask.compute(*lazy)
         labels = {"task": task, "field": field}
-        tables += [_long(value, "value", method=method, metric=metric, **labels)
-                   for (method, metric), value in scores.items()]
+        tables += [_long(value, "value", method=row_method, metric=metric, **labels)
+                   for (row_method, metric), value in scores.items()]
         if histogram is not None:
             histograms.append(_long(histogram, "frequency", **labels))
-        spectra += [_long(power, "power", method=method, **labels) for method, power in spectrum.items()]
+        spectra += [_long(power, "power", method=row_method, **labels)
+                    for row_method, power in spectrum.items()]
         logger.info("scored '%s' of '%s' (%s)", field, name, task)
     return Scores(_frame(tables, "table", ["field", "metric", "method", "level", "lead"]),
                   _frame(histograms, "rank_histogram", ["field", "level", "lead", "rank"]),
@@ -375,11 +409,14 @@ def _at_lead(table: pd.DataFrame, lead: float | None) -> pd.DataFrame:
     return chosen
 
 
-def summary_table(scores: Scores, lead: float | None = None) -> pd.DataFrame:
+def summary_table(scores: Scores, lead: float | None = None, model: str = MODEL) -> pd.DataFrame:
     """One row per field: the model's and each baseline's RMSE, the ratio to the best and the ensemble scores.
 
     Scores are means over levels and, by default, over all lead times (one number per field that
     weighs every predicted step alike, for every task); ``lead`` (hours) picks one lead time.
+    ``model`` names the rows of the scored prediction (``model`` unless it was scored under another
+    name); every other method, references included, is a baseline here. A reference scored at fewer
+    leads than the model is averaged over its own leads.
 
     Returns:
         Columns field, ``rmse_model``, ``rmse_<baseline>`` for each baseline, best_baseline (lowest
@@ -392,13 +429,13 @@ def summary_table(scores: Scores, lead: float | None = None) -> pd.DataFrame:
     for field in table["field"].unique():
         rmse = {method: value for (name, method, metric), value in means.items()
                 if name == field and metric == "rmse"}
-        references = {method: value for method, value in rmse.items() if method != MODEL}
-        row = {"field": field, "rmse_model": rmse.get(MODEL, np.nan),
+        references = {method: value for method, value in rmse.items() if method != model}
+        row = {"field": field, f"rmse_{model}": rmse.get(model, np.nan),
                **{f"rmse_{method}": value for method, value in references.items()}}
         best = min(references, key=references.get) if references else None
         row["best_baseline"] = best
         reference = references[best] if best else np.nan
-        row["ratio"] = rmse.get(MODEL, np.nan) / reference if reference > 0 else np.nan  # NaN: no scale
-        row |= {metric: means.get((field, MODEL, metric), np.nan) for metric in SUMMARY_METRICS}
+        row["ratio"] = rmse.get(model, np.nan) / reference if reference > 0 else np.nan  # NaN: no scale
+        row |= {metric: means.get((field, model, metric), np.nan) for metric in SUMMARY_METRICS}
         rows.append(row)
     return pd.DataFrame(rows)

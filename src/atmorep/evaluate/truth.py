@@ -103,16 +103,8 @@ class LazyStore:
         return data.isel(indexers).assign_coords({d: like[d].values for d in dims})
 
     def _match(self, available: np.ndarray, wanted: np.ndarray, name: str) -> np.ndarray:
-        """Indices into ``available`` of the ``wanted`` values (to 1e-6; longitudes modulo 360)."""
-        difference = wanted[:, None] - available[None, :]  # [wanted, available]
-        if name == "longitude":
-            difference = (difference + 180.0) % 360.0 - 180.0
-        hit = np.isclose(difference, 0.0, atol=1e-6, rtol=0.0)
-        found = hit.any(axis=1)
-        if not found.all():
-            raise DataError(f"{self.what} '{self.path}' has no {name} {wanted[~found][:3].tolist()} of the "
-                            f"prediction (its grid must be a subset of the store's)")
-        return hit.argmax(axis=1)
+        return match_coordinates(available, wanted, name, f"{self.what} '{self.path}'",
+                                 "(its grid must be a subset of the store's)")
 
     def read(self, field: str, times: np.ndarray, like: xr.DataArray, what: str,
              chunk: int = 1) -> xr.DataArray:
@@ -169,3 +161,18 @@ def select_cases(known: xr.DataArray, like: xr.DataArray) -> xr.DataArray:
     coords = {"time": times, "prediction_timedelta": leads, **{d: known[d] for d in rest}}
     return xr.DataArray(values, dims=("time", "prediction_timedelta", *rest), coords=coords,
                         name=known.name, attrs=known.attrs)
+
+
+def match_coordinates(available: np.ndarray, wanted: np.ndarray, dim: str, what: str,
+                      hint: str = "") -> np.ndarray:
+    """Indices into ``available`` of the ``wanted`` values of coordinate ``dim`` (to 1e-6; longitudes
+    modulo 360); a DataError naming ``what`` and the first values it lacks, else."""
+    difference = wanted[:, None] - available[None, :]  # [wanted, available]
+    if dim == "longitude":
+        difference = (difference + 180.0) % 360.0 - 180.0
+    hit = np.isclose(difference, 0.0, atol=1e-6, rtol=0.0)
+    found = hit.any(axis=1)
+    if not found.all():
+        raise DataError(f"{what} has no {dim} {wanted[~found][:3].tolist()} of the prediction"
+                        + (f" {hint}" if hint else ""))
+    return hit.argmax(axis=1)
