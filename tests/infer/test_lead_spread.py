@@ -56,3 +56,8 @@ def test_smoothed_factors_invert_ratios_and_damp_noise():
     smooth = smoothed_factors(noisy)
     assert np.abs(np.diff(np.log(smooth))).mean() < 0.5 * np.abs(np.diff(np.log(1 / noisy))).mean()
     assert smoothed_factors(np.array([[np.nan, 0.0, 1e6]]), width=1).tolist() == [[1.0, 1.0, 0.1]]
+
+
+def test_smoothing_keeps_a_steady_trend_with_lead_up_to_the_first_and_last_lead():
+    ratios = np.exp(np.linspace(-1.0, 1.0, 12))[None]  # log ratio linear in lead, [1, P]
+    assert smoothed_factors(ratios) == pytest.approx(1 / ratios, rel=1e-12)

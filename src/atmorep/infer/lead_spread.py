@@ -101,9 +101,15 @@ def apply_lead_spread(members: Tensor, factors: Tensor) -> Tensor:
 def smoothed_factors(ratios: np.ndarray, width: int = 7,
                      limits: tuple[float, float] = (0.1, 10.0)) -> np.ndarray:
     """Factors ``1 / ratio`` from spread/skill ratios ``[L, P]`` against lead, their logarithm smoothed by a
-    running mean of ``width`` leads (shrinking at the ends) so that few cases do not make them jump from
-    lead to lead; non-finite ratios give factor 1."""
+    running mean of ``width`` leads so that few cases do not make them jump from lead to lead; non-finite
+    ratios give factor 1.
+
+    The window is centred on its lead and shrinks symmetrically at the ends (the first lead is its own
+    mean): a ratio that changes steadily with lead, as it does over the first hours of a rollout, is
+    kept, where a one-sided window at the start would pull the first leads towards later ones.
+    """
     log = np.where(np.isfinite(ratios) & (ratios > 0), -np.log(np.where(ratios > 0, ratios, 1.0)), 0.0)
-    half, count = width // 2, log.shape[-1]
-    smooth = np.stack([log[..., max(0, p - half): p + half + 1].mean(axis=-1) for p in range(count)], axis=-1)
+    count = log.shape[-1]
+    halves = [min(width // 2, p, count - 1 - p) for p in range(count)]
+    smooth = np.stack([log[..., p - h: p + h + 1].mean(axis=-1) for p, h in enumerate(halves)], axis=-1)
     return np.clip(np.exp(smooth), *limits)
