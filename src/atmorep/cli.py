@@ -35,6 +35,9 @@ hybrid_app = typer.Typer(help="Hybrid physics-ML models: a differentiable core p
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 app.add_typer(hybrid_app, name="hybrid")
+distance_app = typer.Typer(help="A learned distance between atmospheric states (AtmoDist).",
+                           no_args_is_help=True)
+app.add_typer(distance_app, name="distance")
 
 err_console = command_console(stderr=True)
 console = command_console()
@@ -867,6 +870,46 @@ def hybrid_evaluate(
     result = evaluate_hybrids(runs, truth, climatology, output, days=days, every_days=every_days,
                               free_run_days=free_run_days)
     console.print((result["output"] / "report.md").read_text(), markup=False, highlight=False)
+
+
+@distance_app.command("train")
+@friendly_errors
+def distance_train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Distance configuration (YAML).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+) -> None:
+    """Train the lag classifier whose encoder defines the distance (see docs/distance.md)."""
+    from atmorep.distance.config import load_distance_config
+    from atmorep.distance.train import train_distance
+
+    settings = load_distance_config(config, overrides or [])
+
+    def progress(step: int, record: dict) -> None:
+        scores = ", ".join(f"{key} {value:.4g}" for key, value in record.items()
+                           if key in ("loss", "accuracy", "val_accuracy", "val_top3"))
+        console.print(f"step {step}: {scores}")
+
+    result = train_distance(settings, progress)
+    console.print(f"{result.steps} steps in {result.seconds:.0f} s, validation accuracy "
+                  f"{result.validation['accuracy']:.3f}; distance model: {result.model}")
+
+
+@distance_app.command("score")
+@friendly_errors
+def distance_score(
+    checkpoint: Annotated[Path, typer.Option(help="A distance model, or the run directory holding one.")],
+    data: Annotated[Path, typer.Option(help="The held-out store scored.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the tables.")],
+    control: Annotated[Path | None, typer.Option(
+        help="Another run over the same times and grid: the second patch of control pairs.")] = None,
+    train: Annotated[Path | None, typer.Option(
+        help="The store the baselines are fitted on (default: the model's training store).")] = None,
+) -> None:
+    """Score lag classification, baselines, control pairs and the distance against lag."""
+    from atmorep.distance.score import score_distance
+
+    score_distance(checkpoint, data, output, control=control, train=train)
+    console.print((output / "summary.md").read_text(), markup=False, highlight=False)
 
 
 def run() -> None:  # pragma: no cover - console script entry point for python -m
