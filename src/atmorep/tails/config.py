@@ -15,6 +15,7 @@ Example (docs/tails.md)::
     train:
       run_dir: runs/downscale
       backbone_lr_ratio: 0.0            # 0 freezes the backbone
+      content_loss: {distance: runs/atmodist/model, weight: 0.1}   # optional (grid tail)
 """
 
 from __future__ import annotations
@@ -100,6 +101,51 @@ class Periods(_Strict):
         return np.datetime64(start, "s"), np.datetime64(end, "s")
 
 
+RANDOM = "random:"  # the prefix of a content loss's control: random weights of a saved distance model
+
+
+class ContentLoss(_Strict):
+    """A learned-distance content loss of the grid tail's predicted fine boxes (``train.content_loss``).
+
+    The loss adds ``weight`` times the distance model's distance between the prediction and the truth,
+    per box and time step as an image of the model's channels (physical units), averaged over steps
+    and the members (``each``) or taken of the ensemble mean (``mean``).
+
+    Attributes:
+        distance: a saved distance model (``atmorep distance train``), or ``random:PATH``: the same
+            architecture and normalisation as the model at PATH with random weights (drawn with
+            ``seed``), the control.
+        weight: the loss's weight (> 0) next to ``train.losses``.
+        members: ``each`` (the mean of every member's distance) or ``mean`` (the ensemble mean's).
+        images: at most this many (box, member, step) images per batch, drawn at random without
+            replacement (an unbiased estimate of the mean at a fraction of the cost); None: all.
+        seed: the seed of the random weights of ``random:PATH``.
+    """
+
+    distance: str = Field(min_length=1)
+    weight: float = Field(gt=0.0)
+    members: Literal["each", "mean"] = "each"
+    images: int | None = Field(None, ge=1)
+    seed: int = 0
+
+    @field_validator("distance")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if value.startswith(RANDOM) and not value[len(RANDOM):]:
+            raise ValueError(f"'{value}' names no distance model after '{RANDOM}'")
+        return value
+
+    @property
+    def random(self) -> bool:
+        """Whether the control (random weights) is asked for."""
+        return self.distance.startswith(RANDOM)
+
+    @property
+    def path(self) -> str:
+        """The saved distance model's directory (without ``random:``)."""
+        return self.distance[len(RANDOM):] if self.random else self.distance
+
+
 class FinetuneTrain(_Strict):
     run_dir: str = "runs/tail"
     seed: int = 0
@@ -108,6 +154,7 @@ class FinetuneTrain(_Strict):
     boxes_per_batch: int = Field(4, ge=1)
     backbone_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)  # 0 freezes the backbone
     losses: dict[str, float] = {"crps_fair": 1.0, "mse_member": 0.1}
+    content_loss: ContentLoss | None = None  # none by default
     optim: OptimConfig = OptimConfig(lr=1e-3, warmup_steps=50)
     log_every: int = Field(50, ge=1)
     validate_every: int = Field(250, ge=1)

@@ -2,9 +2,10 @@
 
 Each step draws ``boxes_per_batch`` boxes of the training period uniformly (start time, row and, on a
 global grid, column), runs the backbone on them with every token visible, and scores the tail's
-residuals on the boxes' rows (:func:`atmorep.tails.base.tail_loss`). The backbone is frozen
-(``backbone_lr_ratio: 0``, run without gradients) or trained at ``lr * backbone_lr_ratio``. AdamW and
-the warm-up/decay schedule are the backbone training's (:mod:`atmorep.train.optimizer`,
+residuals on the boxes' rows (:func:`atmorep.tails.base.tail_loss`), plus, with ``train.content_loss``,
+the distance of the predicted fine boxes to the true ones (:mod:`atmorep.tails.content`). The backbone is
+frozen (``backbone_lr_ratio: 0``, run without gradients) or trained at ``lr * backbone_lr_ratio``. AdamW
+and the warm-up/decay schedule are the backbone training's (:mod:`atmorep.train.optimizer`,
 :mod:`atmorep.train.schedule`). Every ``validate_every`` steps and at the end the tail is scored on a
 fixed set of validation boxes (``metrics.jsonl``); at the end the spread factors are fitted on them
 and the checkpoint is written to ``run_dir/tail``. The resolved configuration is ``run_dir/finetune.yaml``.
@@ -29,6 +30,7 @@ from atmorep.tails.backbone import Backbone
 from atmorep.tails.base import Tail, TailBatch, spread_factors, tail_loss
 from atmorep.tails.coarse import BoxAt, CoarsePeriod
 from atmorep.tails.config import FinetuneConfig
+from atmorep.tails.content import ContentTerm
 from atmorep.tails.registry import Pairs, get_tail
 from atmorep.tails.saved import write_tail
 from atmorep.train.loop import TrainingError
@@ -60,6 +62,8 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, dict], None] | Non
     pairs, setup = recipe.fit(spec, coarse)
     validation = recipe.pairs(spec, CoarsePeriod(spec.coarse, backbone, spec.fields,
                                                  *config.periods.bounds("validation")), setup)
+    content = (ContentTerm(train.content_loss, pairs, spec.fields, device) if train.content_loss
+               else None)
     sizes = recipe.sizes(pairs, setup)
     tail = recipe.build(spec, backbone, sizes).to(device)
     tail.initialise(pairs)
@@ -76,10 +80,12 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, dict], None] | Non
         while step < train.max_steps:
             if train.max_minutes and time.monotonic() - started > 60 * train.max_minutes:
                 break
-            loss = _step(tail, backbone, pairs, coarse.random_boxes(rng, train.boxes_per_batch), config,
-                         optimizer, scheduler, device)
+            loss, term = _step(tail, backbone, pairs, coarse.random_boxes(rng, train.boxes_per_batch),
+                               config, optimizer, scheduler, device, content)
             step += 1
             record = {"step": step, "loss": loss, "lr": scheduler.get_last_lr()[0]}
+            if content is not None:
+                record["content"] = term
             if step % train.validate_every == 0 or step == train.max_steps:
                 scores = validate(tail, backbone, validation, validation_boxes, config)
                 record.update({f"val_{name}": value for name, value in scores.items()})
@@ -95,7 +101,8 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, dict], None] | Non
     meta = {"name": spec.name, "spec": spec.model_dump(mode="json"), "setup": setup, "sizes": sizes,
             "backbone": backbone.identity(), "periods": config.periods.model_dump(mode="json"),
             "step": step, "validation": scores, "spread": tail.spread.tolist(),
-            "backbone_lr_ratio": train.backbone_lr_ratio}
+            "backbone_lr_ratio": train.backbone_lr_ratio, "losses": dict(train.losses),
+            "content_loss": content.describe() if content is not None else None}
     checkpoint = write_tail(run_dir / TAIL_DIR, tail, meta, backbone if trained_backbone else None)
     return FinetuneResult(checkpoint, step, time.monotonic() - started, scores)
 
@@ -118,15 +125,21 @@ def features_of(backbone: Backbone, coarse: CoarsePeriod, boxes: list[BoxAt]) ->
 
 
 def _step(tail: Tail, backbone: Backbone, pairs: Pairs, boxes: list[BoxAt], config: FinetuneConfig,
-          optimizer: torch.optim.Optimizer, scheduler, device: torch.device) -> float:
+          optimizer: torch.optim.Optimizer, scheduler, device: torch.device,
+          content: ContentTerm | None = None) -> tuple[float, float]:
+    """One optimiser step; the loss and the content loss's distance (NaN without one)."""
     tail.train()
     batch = pairs.batch(boxes).to(device)
     optimizer.zero_grad(set_to_none=True)
     if batch.guess.shape[0] == 0:  # boxes without a valid observation: nothing to learn from
         scheduler.step()
-        return float("nan")
+        return float("nan"), float("nan")
     residual = tail.residuals(features_of(backbone, pairs.coarse, boxes), batch)
     loss = tail_loss(residual, batch, config.train.losses)
+    term = torch.full((), float("nan"))
+    if content is not None:
+        term = content(residual, batch, len(boxes))
+        loss = loss + content.weight * term
     if not torch.isfinite(loss):
         raise TrainingError(f"the tail's loss is {loss.item()} at step {scheduler.last_epoch + 1}; the "
                             "checkpoint was not written")
@@ -136,7 +149,7 @@ def _step(tail: Tail, backbone: Backbone, pairs: Pairs, boxes: list[BoxAt], conf
         torch.nn.utils.clip_grad_norm_(params, config.train.optim.grad_clip)
     optimizer.step()
     scheduler.step()
-    return float(loss.detach())
+    return float(loss.detach()), float(term.detach())
 
 
 def _chunks(boxes: list[BoxAt], size: int = 8) -> list[list[BoxAt]]:

@@ -134,13 +134,18 @@ class GridPairs:
         error = (self.fine.truth - self.fine.guess).mean(axis=1) / self.scale[:, None, None]  # [K, Hf, Wf]
         return torch.from_numpy(error.reshape(-1).astype(np.float32))
 
+    def boxes(self, members: Tensor, count: int) -> Tensor:
+        """Members ``[M, E, K * Q]`` of ``count`` boxes -> ``[B, K, E, T, f H, f W]``, in the same units
+        (differentiable; a truth ``[M, K * Q]`` goes in as ``truth[:, None]``)."""
+        nt, nh, nw = self.coarse.backbone.grid
+        e = members.shape[1]
+        tokens = members.reshape(count, nt, nh, nw, e, self.targets, -1).permute(0, 5, 4, 1, 2, 3, 6)
+        values = untokenise(tokens.reshape(count, self.targets * e, nt, nh, nw, -1), self.token)
+        return values.reshape(count, self.targets, e, *values.shape[2:])
+
     def to_grid(self, members: Tensor, boxes: Sequence[BoxAt]) -> np.ndarray:
         """Members ``[M, E, K * Q]`` in tail units -> ``[B, K, E, T, f H, f W]`` physical boxes."""
-        nt, nh, nw = self.coarse.backbone.grid
-        b, e = len(boxes), members.shape[1]
-        tokens = members.reshape(b, nt, nh, nw, e, self.targets, -1).permute(0, 5, 4, 1, 2, 3, 6)
-        values = untokenise(tokens.reshape(b, self.targets * e, nt, nh, nw, -1), self.token)
-        values = values.reshape(b, self.targets, e, *values.shape[2:]).numpy()
+        values = self.boxes(members, len(boxes)).numpy()
         return values * self.std[None, :, None, None, None, None] + self.mean[None, :, None, None, None, None]
 
 
