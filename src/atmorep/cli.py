@@ -684,6 +684,58 @@ def attention(
     console.print(f"wrote {result.output} (attention.zarr, {len(result.figures)} figures)")
 
 
+@app.command("embed")
+@friendly_errors
+def embed_command(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint directory, or a run directory holding one.")],
+    data: Annotated[Path, typer.Option(help="Prepared store of the boxes' inputs.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Zarr store to write, a group per field.")],
+    time: Annotated[
+        list[str] | None, typer.Option(help="First time of the boxes (repeatable), e.g. 2002-01-05T00.")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="First time of a range of first times.")] = None,
+    end: Annotated[str | None, typer.Option(help="Last time of the range (inclusive).")] = None,
+    every: Annotated[str, typer.Option(help="Spacing of the range, e.g. 12h.")] = "24h",
+    latitude: Annotated[
+        list[float] | None, typer.Option(help="Latitude a box is centred on (repeatable, with --longitude).")
+    ] = None,
+    longitude: Annotated[list[float] | None, typer.Option(help="Its longitude, degrees east.")] = None,
+    all_tiles: Annotated[
+        bool, typer.Option("--all-tiles", help="Instead of places: the boxes that tile the whole grid.")
+    ] = False,
+    layer: Annotated[int, typer.Option(help="Encoder layer, 0-based (-1: the last).")] = -1,
+    batch_size: Annotated[int, typer.Option(help="Boxes per model call.")] = 16,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
+    alpha: Annotated[
+        list[str] | None, typer.Option(help="Override an auxiliary value (repeatable): hour=0 sets, "
+                                            "day_of_year+=182 shifts; year, level, latitude, ...")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Encoder states of boxes, every token visible: per field [box, level, token_time, token_latitude,
+    token_longitude, dim], for probes of the model's representation."""
+    from atmorep.checkpoint import resolve_checkpoint
+    from atmorep.infer.embed import EmbedRequest, embed
+    from atmorep.infer.request import reference_times
+
+    latitude, longitude = latitude or [], longitude or []
+    if len(latitude) != len(longitude):
+        raise AtmorepError(f"give one --longitude per --latitude (got {len(latitude)} latitudes and "
+                           f"{len(longitude)} longitudes)")
+    times = reference_times(time or (), start, end, every)
+    request = EmbedRequest(resolve_checkpoint(checkpoint), data, output, times,
+                           places=tuple(zip(latitude, longitude)), all_tiles=all_tiles, layer=layer,
+                           batch_size=batch_size, device=device, precision=precision,
+                           alpha=tuple(alpha or ()), overwrite=overwrite)
+    started = time_module.perf_counter()
+    states = embed(request)
+    first = next(iter(states.states.values()))
+    console.print(f"wrote {output}: {len(states.origins)} box(es), encoder layer {states.layer}, "
+                  f"{len(states.states)} fields of {tuple(first.shape[1:])} states each, in "
+                  f"{time_module.perf_counter() - started:.1f} s")
+
+
 # --------------------------------------------------------------------------------------- evaluate
 
 

@@ -7,7 +7,8 @@
    ``model.first_guess: false`` the inputs as they are;
 1. :meth:`MultiFormer.embed`: per field, tokens ``[B, L, nT, nH, nW, D_f]`` (+ modes, alpha) to
    states ``[B, N_f, D]``, ``N_f = L * nT * nH * nW`` flattened in (L, nT, nH, nW) order;
-2. :meth:`MultiFormer.encode`: the coupled encoder (:mod:`atmorep.model.encoder`);
+2. :meth:`MultiFormer.encode`: the coupled encoder (:mod:`atmorep.model.encoder`); stages 0-2 alone
+   are :meth:`MultiFormer.encoder_states` (the representation of a box);
 3. :meth:`MultiFormer.decode`: one decoder per predicted field (:mod:`atmorep.model.decoder`);
 4. :meth:`MultiFormer.predict`: the ensemble tail on the target tokens (``modes != VISIBLE``),
    gathered in row-major (``torch.nonzero``) order, in at least float32: with a first guess the
@@ -194,6 +195,25 @@ class MultiFormer(nn.Module):
         guesses, kinds = self.guess(tokens, modes, coarsen_factor)
         decoded = self.decode(self.encode(self.embed(guesses, modes, alpha, kinds)))
         return ModelOutput(fields=self.predict(decoded, modes, guesses, kinds))
+
+    def encoder_states(self, tokens: Mapping[str, Tensor], modes: Mapping[str, Tensor],
+                       alpha: Mapping[str, Tensor], coarsen_factor: int | None = None) -> list[States]:
+        """Stages 0-2 of :meth:`forward`: the states after each encoder layer, the representation the
+        decoders read.
+
+        Args:
+            tokens, modes, alpha, coarsen_factor: as in :meth:`forward`.
+
+        Returns:
+            One dict per encoder layer (first layer first): field name -> ``[B, N_f, D]``, ``N_f`` in
+            (L, nT, nH, nW) order.
+
+        Raises:
+            DataError: a field is missing or a tensor's shape does not fit the configuration.
+        """
+        self.check_inputs(tokens, modes, alpha)
+        guesses, kinds = self.guess(tokens, modes, coarsen_factor)
+        return self.encode(self.embed(guesses, modes, alpha, kinds))
 
     # ------------------------------------------------------------------------------------ checks
 
