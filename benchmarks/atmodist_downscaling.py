@@ -21,7 +21,7 @@ Steps, each skipped when its output exists (working directory ``--root``):
    small-scale power (:func:`atmorep.evaluate.tails.score_downscaling`), the site statistics at 150
    Fibonacci sites (:mod:`atmorep.evaluate.site_statistics`) and each variant against a site by site.
 
-    python benchmarks/atmodist_downscaling.py --nature nature.zarr [--root runs/atmodist-downscaling] [--steps 600]
+    python benchmarks/atmodist_downscaling.py --nature nature.zarr [--root DIR] [--steps 600]
 
 Prints the table of docs/tails.md and writes ``<root>/evaluation/{scores,sites,comparison}.csv``.
 """

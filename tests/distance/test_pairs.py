@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from atmorep.config import ConfigError
+from atmorep.data.prepare import prepare_dataset
 from atmorep.data.store import BoxIndex, Store
 from atmorep.distance.config import EvaluationSpec, PairSpec, Source, resolve_distance_config
 from atmorep.distance.pairs import PairSampler, PatchSource, evaluation_pairs
 from atmorep.errors import DataError
+from tests.data.synthetic import internal_dataset
 from tests.distance.conftest import SPEC, config_dict
 
 HOUR = np.timedelta64(1, "h")
@@ -108,6 +110,17 @@ def test_bad_pairs_give_one_line_errors(stores, change, message):
     with pytest.raises(DataError, match=message) as error:
         PatchSource(Source(path=stores["train"]), spec)
     assert "\n" not in str(error.value) and stores["train"] in str(error.value)
+
+
+def test_a_non_finite_value_in_the_band_is_named_with_its_channel_and_time(tmp_path):
+    dataset = internal_dataset(times=48, nlat=19, nlon=36, seed=0)
+    dataset["u"].values[5, 0, 9, 3] = np.nan  # time 5, level 500 hPa, the equator
+    path = prepare_dataset(dataset, tmp_path / "nan.zarr", box=(24, 19, 36), chunk_fraction=1)
+    expected = r"1 non-finite value\(s\) of 'u@500'.*the first at 2001-03-01T05"
+    with pytest.raises(DataError, match=expected) as error:
+        PatchSource(Source(path=str(path)), SPEC)
+    assert "\n" not in str(error.value)
+    PatchSource(Source(path=str(path), periods=(("2001-03-01T06", "2001-03-03"),)), SPEC)  # left out
 
 
 def test_a_period_outside_the_store_is_named(stores):

@@ -54,7 +54,7 @@ class PatchSource:
 
     Raises:
         DataError: a channel the store lacks, a lag that is no multiple of its time step or fits in no
-            segment, a patch larger than the latitude band or the globe.
+            segment, a patch larger than the latitude band or the globe, a non-finite value in the band.
     """
 
     def __init__(self, source: Source, spec: PairSpec):
@@ -116,7 +116,18 @@ class PatchSource:
             else:
                 level = store.level_indices(channel.field, [channel.level])[0]
                 channels.append(array[:, level, band, :])
-        return np.stack(channels, axis=1).astype(np.float32, copy=False)  # [T, C, band, W]
+        values = np.stack(channels, axis=1).astype(np.float32, copy=False)  # [T, C, band, W]
+        used = np.zeros(values.shape[0], bool)  # the times pairs can reach: those in the periods
+        for start, stop in self.segments:
+            used[start:stop] = True
+        bad = ~np.isfinite(values) & used[:, None, None, None]
+        if bad.any():
+            t, c = np.argwhere(bad)[0][:2]
+            raise DataError(f"store '{store.path}': {int(bad.sum())} non-finite value(s) of "
+                            f"'{spec.channels[c].label}' within |latitude| <= {spec.max_latitude:g}, the "
+                            f"first at {self.time[t]}; pairs need complete fields: leave those times out "
+                            "of the store's periods (data.train.periods, data.validation.periods)")
+        return values
 
     def _valid_first(self, lag: int) -> np.ndarray:
         steps = self.lag_steps[lag]
