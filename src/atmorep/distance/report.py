@@ -62,9 +62,10 @@ def above(result: dict, name: str, metric: str = "top1") -> bool:
     return network["low"] > other["high"]
 
 
-def _interval(value: dict, percent: bool = True) -> str:
+def _interval(value: dict, percent: bool = True, digits: int = 1) -> str:
     scale, unit = (100.0, " %") if percent else (1.0, "")
-    return f"{scale * value['value']:.1f} [{scale * value['low']:.1f}, {scale * value['high']:.1f}]{unit}"
+    low, high = scale * value["low"], scale * value["high"]
+    return f"{scale * value['value']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]{unit}"
 
 
 def summary(result: dict) -> str:
@@ -94,5 +95,5 @@ def summary(result: dict) -> str:
     for name, distance in result["distance"].items():
         means = " | ".join(f"{m['value']:.3g}" for m in distance["mean_per_lag"])
         rising = "yes" if distance["strictly_rising"] else "no"
-        lines.append(f"| {name} | {rising} | {_interval(distance['spearman'], percent=False)} | {means} |")
+        lines.append(f"| {name} | {rising} | {_interval(distance['spearman'], percent=False, digits=2)} | {means} |")
     return "\n".join(lines) + "\n"
