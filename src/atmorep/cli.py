@@ -809,6 +809,7 @@ def _references(items: list[str] | None) -> dict[str, Path]:
 def _evaluate_tail(predictions: list[Path], output: Path, truth: Path | None, coarse: Path,
                    zero_shot: Path | None, observations: Path | None) -> None:
     from atmorep.evaluate.plots import plot_tail_spectra
+    from atmorep.evaluate.site_statistics import score_site_statistics
     from atmorep.evaluate.tails import score_downscaling, score_sites
     from atmorep.io import atomic_write_text
 
@@ -824,6 +825,11 @@ def _evaluate_tail(predictions: list[Path], output: Path, truth: Path | None, co
         atomic_write_text(output / "tail_spectra.csv", spectra.to_csv(index=False, float_format="%.6g"))
         plot_tail_spectra(spectra, output / "tail_spectra.png")
         console.print(f"spectra: {output / 'tail_spectra.csv'}, {output / 'tail_spectra.png'}")
+        sites, summary = score_site_statistics(str(predictions[0]), str(truth))
+        atomic_write_text(output / "tail_sites.csv", sites.to_csv(index=False, float_format="%.5g"))
+        atomic_write_text(output / "tail_site_summary.csv", summary.to_csv(index=False, float_format="%.5g"))
+        console.print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        console.print(f"site statistics: {output / 'tail_sites.csv'}, {output / 'tail_site_summary.csv'}")
     atomic_write_text(output / "tail_scores.csv", table.to_csv(index=False, float_format="%.5g"))
     console.print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     console.print(f"table: {output / 'tail_scores.csv'}")

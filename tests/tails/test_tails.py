@@ -155,6 +155,11 @@ def test_finetune_infer_and_evaluate_a_downscaling_tail(backbone, coarse, fine, 
     assert (tmp_path / "scores" / "tail_spectra.png").is_file()
     spectra = pd.read_csv(tmp_path / "scores" / "tail_spectra.csv")
     assert {"truth", "bicubic", "tail member", "tail mean"} <= set(spectra["method"])
+    summary = pd.read_csv(tmp_path / "scores" / "tail_site_summary.csv")
+    assert sorted(summary["target"]) == ["sp", "t@500"] and (summary["wasserstein"] > 0).all()
+    sites = pd.read_csv(tmp_path / "scores" / "tail_sites.csv")
+    assert set(sites["source"]) == {"truth", "member", "mean"}
+    assert (sites.loc[sites.source != "truth", "wasserstein"] > 0).all()
     again = runner.invoke(app, infer)
     assert again.exit_code == 2 and "already exists" in again.output
 
