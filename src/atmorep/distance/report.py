@@ -95,5 +95,6 @@ def summary(result: dict) -> str:
     for name, distance in result["distance"].items():
         means = " | ".join(f"{m['value']:.3g}" for m in distance["mean_per_lag"])
         rising = "yes" if distance["strictly_rising"] else "no"
-        lines.append(f"| {name} | {rising} | {_interval(distance['spearman'], percent=False, digits=2)} | {means} |")
+        rho = _interval(distance["spearman"], percent=False, digits=2)
+        lines.append(f"| {name} | {rising} | {rho} | {means} |")
     return "\n".join(lines) + "\n"
